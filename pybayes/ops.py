@@ -1,0 +1,84 @@
+"""The torch custom ops of pybayes (``torch.ops.pybayes.*``).
+
+The schemas live in C++ (``csrc/ops/*.cpp``); this module loads the extension,
+registers each op's fake (meta) kernel for ``torch.compile`` / ``opcheck``,
+and offers validated Python entry points.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import _C  # noqa: F401  (registers torch.ops.pybayes.*)
+
+_U64 = 1 << 64
+_I64 = 1 << 63
+
+
+def seed_to_int64(seed: int) -> int:
+    """A seed in [0, 2**64) (or any int64) as the int64 the op schemas take."""
+    seed = int(seed)
+    if not -_I64 <= seed < _U64:
+        raise ValueError(f"seed must fit in 64 bits, got {seed}")
+    return seed - _U64 if seed >= _I64 else seed
+
+
+def build_info() -> dict:
+    """What this build of ``pybayes._C`` contains (CUDA, archs, CPU ISA)."""
+    return dict(_C.build_info())
+
+
+# ---------------------------------------------------------------------------
+# Philox streams (DESIGN.md §4)
+
+@torch.library.register_fake("pybayes::philox4x32")
+def _philox4x32_fake(counters, key):
+    return torch.empty_like(counters)
+
+
+@torch.library.register_fake("pybayes::philox_fill_uint32_")
+def _philox_fill_uint32_fake(out, seed, offset, stream, step):
+    return None
+
+
+@torch.library.register_fake("pybayes::philox_fill_normal_")
+def _philox_fill_normal_fake(out, seed, offset, stream, step):
+    return None
+
+
+def philox4x32(counters, key) -> torch.Tensor:
+    """Raw Philox4x32-10 blocks: ``counters`` (n, 4) and ``key`` (2,) words in
+    [0, 2**32) (any integer array), returns the (n, 4) output words as int64."""
+    counters = torch.as_tensor(counters, dtype=torch.int64).reshape(-1, 4)
+    key = torch.as_tensor(key, dtype=torch.int64).reshape(-1)
+    return torch.ops.pybayes.philox4x32(counters, key)
+
+
+def _check_stream(n, offset, stream, step):
+    for name, v, hi in (("n", n, _I64), ("offset", offset, _I64), ("stream", stream, 1 << 32),
+                        ("step", step, 1 << 32)):
+        if not 0 <= int(v) < hi:
+            raise ValueError(f"{name} must be in [0, {hi}), got {v}")
+
+
+def philox_uint32(seed: int, n: int, *, offset: int = 0, stream: int = 0, step: int = 0,
+                  device="cpu") -> torch.Tensor:
+    """Elements ``[offset, offset+n)`` of the Philox stream ``(seed, stream, step)``
+    as uint32 words held in an int64 tensor. Element ``i`` is word ``i % 4`` of
+    the block with counter ``(i // 4 low, i // 4 high, stream, step)``."""
+    _check_stream(n, offset, stream, step)
+    out = torch.empty(int(n), dtype=torch.int64, device=device)
+    torch.ops.pybayes.philox_fill_uint32_(out, seed_to_int64(seed), int(offset), int(stream), int(step))
+    return out
+
+
+def philox_normal(seed: int, n: int, *, offset: int = 0, stream: int = 0, step: int = 0,
+                  device="cpu") -> torch.Tensor:
+    """Standard normals (float32) of elements ``[offset, offset+n)`` of a stream:
+    Box–Muller on word pairs (0, 1) and (2, 3) of each block. The samplers'
+    noise for parameter ``id`` at step ``t`` is ``philox_normal(seed, numel,
+    stream=id, step=t)`` reshaped like the parameter."""
+    _check_stream(n, offset, stream, step)
+    out = torch.empty(int(n), dtype=torch.float32, device=device)
+    torch.ops.pybayes.philox_fill_normal_(out, seed_to_int64(seed), int(offset), int(stream), int(step))
+    return out
