@@ -119,6 +119,10 @@ def extensions():
                 extra_compile_args={"cxx": CXX_FLAGS},
             )
         )
+    # PYBAYES_ONLY=_thermo (or _C): rebuild one extension, for development
+    only = os.environ.get("PYBAYES_ONLY")
+    if only:
+        exts = [e for e in exts if e.name.split(".")[-1] in only.split(",")]
     return exts
 
 
