@@ -31,5 +31,6 @@ if _torch_version() < MIN_TORCH:
     )
 
 from . import ops  # noqa: E402  (loads pybayes._C and registers the fake kernels)
+from . import optim  # noqa: E402
 
-__all__ = ["ops", "__version__"]
+__all__ = ["ops", "optim", "__version__"]

@@ -1,0 +1,133 @@
+// Fused SGLD / SGHMC / pSGLD step over a list of tensors: one launch per
+// (device, dtype) group (multi_tensor.cuh), each thread updates four
+// consecutive elements with the four normals of one Philox block, loading and
+// storing them as one vector when the tensors are aligned. Math in float for
+// fp16/bf16/fp32 and in double for fp64, with the per-element rules shared
+// with the CPU kernels (sampler_math.h).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "multi_tensor.cuh"
+#include "philox.h"
+#include "sampler_launch.h"
+#include "sampler_math.h"
+
+namespace pybayes {
+namespace cuda {
+namespace {
+
+template <typename T> struct Acc { using type = float; };
+template <> struct Acc<double> { using type = double; };
+
+template <typename A, typename T> __device__ __forceinline__ A load_as(T v) { return static_cast<A>(v); }
+template <> __device__ __forceinline__ float load_as<float, __half>(__half v) { return __half2float(v); }
+template <> __device__ __forceinline__ float load_as<float, __nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <typename T, typename A> __device__ __forceinline__ T store_as(A v) { return static_cast<T>(v); }
+template <> __device__ __forceinline__ __half store_as<__half, float>(float v) { return __float2half_rn(v); }
+template <> __device__ __forceinline__ __nv_bfloat16 store_as<__nv_bfloat16, float>(float v) { return __float2bfloat16_rn(v); }
+
+template <typename T, char Kind>
+struct SamplerFunctor {
+  using acc_t = typename Acc<T>::type;
+  SamplerCoefs<acc_t> c;
+  uint64_t seed;
+  const float* grad_scale;
+  const float* found_inf;
+  bool noisy;
+
+  __device__ __forceinline__ bool skip() const { return found_inf != nullptr && *found_inf != 0.0f; }
+
+  __device__ __forceinline__ void update(acc_t& p, acc_t& b, acc_t g, acc_t z, acc_t inv,
+                                         bool scaled) const {
+    g = effective_grad(p, g, c, inv, scaled);
+    if (Kind == 'l') p = sgld_element(p, g, z, c);
+    if (Kind == 'h') sghmc_element(p, b, g, z, c);
+    if (Kind == 'p') psgld_element(p, b, g, z, c);
+  }
+
+  __device__ __forceinline__ void operator()(const TensorListMeta<3>& m, int t, int64_t begin,
+                                             int64_t end) const {
+    T* __restrict__ p = static_cast<T*>(m.ptr[0][t]);
+    const T* __restrict__ g = static_cast<const T*>(m.ptr[1][t]);
+    T* __restrict__ buf = static_cast<T*>(m.ptr[2][t]);
+    const PhiloxStream s = PhiloxStream::make(seed, m.stream_id[t], m.step[t]);
+    const bool scaled = grad_scale != nullptr;
+    // 1/scale rounded once from double, as the CPU kernel and the reference path do
+    const acc_t inv = scaled ? static_cast<acc_t>(1.0 / static_cast<double>(*grad_scale)) : acc_t(1);
+    const bool vec = aligned4<T>(p) && aligned4<T>(g) && (Kind == 'l' || aligned4<T>(buf));
+    for (int64_t i = begin + 4 * static_cast<int64_t>(threadIdx.x); i < end; i += 4 * kThreads) {
+      float z[4] = {0.f, 0.f, 0.f, 0.f};
+      if (noisy) normal4(s.block(static_cast<uint64_t>(i) >> 2), z);  // i is a multiple of 4
+      if (vec && i + 4 <= end) {
+        Vec4<T> pv = *reinterpret_cast<const Vec4<T>*>(p + i);
+        const Vec4<T> gv = *reinterpret_cast<const Vec4<T>*>(g + i);
+        Vec4<T> bv;
+        if (Kind != 'l') bv = *reinterpret_cast<const Vec4<T>*>(buf + i);
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+          acc_t pk = load_as<acc_t>(pv.v[k]);
+          acc_t bk = Kind != 'l' ? load_as<acc_t>(bv.v[k]) : acc_t(0);
+          update(pk, bk, load_as<acc_t>(gv.v[k]), static_cast<acc_t>(z[k]), inv, scaled);
+          pv.v[k] = store_as<T>(pk);
+          if (Kind != 'l') bv.v[k] = store_as<T>(bk);
+        }
+        *reinterpret_cast<Vec4<T>*>(p + i) = pv;
+        if (Kind != 'l') *reinterpret_cast<Vec4<T>*>(buf + i) = bv;
+      } else {
+        for (int k = 0; k < 4 && i + k < end; ++k) {
+          acc_t pk = load_as<acc_t>(p[i + k]);
+          acc_t bk = Kind != 'l' ? load_as<acc_t>(buf[i + k]) : acc_t(0);
+          update(pk, bk, load_as<acc_t>(g[i + k]), static_cast<acc_t>(z[k]), inv, scaled);
+          p[i + k] = store_as<T>(pk);
+          if (Kind != 'l') buf[i + k] = store_as<T>(bk);
+        }
+      }
+    }
+  }
+};
+
+template <typename T, char Kind>
+cudaError_t launch_typed(const TensorDesc<3>* tensors, int count, const SamplerLaunch& a,
+                         cudaStream_t stream) {
+  using acc_t = typename Acc<T>::type;
+  SamplerFunctor<T, Kind> f;
+  f.c.lr = static_cast<acc_t>(a.lr);
+  f.c.weight_decay = static_cast<acc_t>(a.weight_decay);
+  f.c.momentum = static_cast<acc_t>(a.momentum);
+  f.c.eps = static_cast<acc_t>(a.eps);
+  f.c.one_minus_alpha = static_cast<acc_t>(a.one_minus_alpha);
+  f.c.noise = static_cast<acc_t>(a.noise);
+  f.c.maximize = a.maximize;
+  f.seed = a.seed;
+  f.grad_scale = a.grad_scale;
+  f.found_inf = a.found_inf;
+  f.noisy = a.noise != 0.0;
+  return multi_tensor_apply<3>(tensors, count, f, a.max_blocks, stream);
+}
+
+template <typename T>
+cudaError_t launch_kind(const TensorDesc<3>* tensors, int count, const SamplerLaunch& a,
+                        cudaStream_t stream) {
+  switch (a.kind) {
+    case 'l': return launch_typed<T, 'l'>(tensors, count, a, stream);
+    case 'h': return launch_typed<T, 'h'>(tensors, count, a, stream);
+    case 'p': return launch_typed<T, 'p'>(tensors, count, a, stream);
+    default: return cudaErrorInvalidValue;
+  }
+}
+
+}  // namespace
+
+cudaError_t sampler_step(Dtype dtype, const TensorDesc<3>* tensors, int count,
+                         const SamplerLaunch& args, cudaStream_t stream) {
+  switch (dtype) {
+    case Dtype::kFloat32: return launch_kind<float>(tensors, count, args, stream);
+    case Dtype::kFloat64: return launch_kind<double>(tensors, count, args, stream);
+    case Dtype::kFloat16: return launch_kind<__half>(tensors, count, args, stream);
+    case Dtype::kBFloat16: return launch_kind<__nv_bfloat16>(tensors, count, args, stream);
+  }
+  return cudaErrorInvalidValue;
+}
+
+}  // namespace cuda
+}  // namespace pybayes

@@ -1,0 +1,30 @@
+// Torch-free entry points of the fused sampler kernels (cuda/sampler_kernels.cu).
+#pragma once
+
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+#include "multi_tensor.cuh"
+
+namespace pybayes {
+namespace cuda {
+
+enum class Dtype { kFloat32, kFloat64, kFloat16, kBFloat16 };
+
+struct SamplerLaunch {
+  char kind;              // 'l' SGLD, 'h' SGHMC, 'p' pSGLD
+  double lr, weight_decay, momentum, eps, one_minus_alpha, noise;  // see sampler_math.h
+  bool maximize;
+  uint64_t seed;
+  const float* grad_scale;  // nullptr: gradients are not scaled
+  const float* found_inf;   // nullptr or device flag: non-zero -> the kernel changes nothing
+  int max_blocks;           // grid bound, a few waves of the device's SMs
+};
+
+// tensors[i].ptr = {param, grad, buffer (momentum or square_avg; unused by SGLD)},
+// all of dtype `dtype`, contiguous, on the current device.
+cudaError_t sampler_step(Dtype dtype, const TensorDesc<3>* tensors, int count,
+                         const SamplerLaunch& args, cudaStream_t stream);
+
+}  // namespace cuda
+}  // namespace pybayes

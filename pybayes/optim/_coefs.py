@@ -1,0 +1,19 @@
+"""Noise coefficients of the samplers, computed in double precision exactly as
+the kernels do (csrc/ops/sampler_args.h, make_coefs)."""
+
+import math
+
+
+def noise_coefficient(kind: str, h: dict) -> float:
+    """SGLD: sqrt(2 lr T / N); SGHMC: sqrt(2 (1 - mu) T / (lr N)), 0 when lr = 0
+    (a zero step does not move); pSGLD: 2 lr T / N (divided by the
+    preconditioner's avg per element before the square root)."""
+    lr, temperature = float(h["lr"]), float(h["temperature"])
+    if temperature == 0 or lr == 0:
+        return 0.0
+    n = float(h["num_data"])
+    if kind == "l":
+        return math.sqrt(2.0 * lr * temperature / n)
+    if kind == "h":
+        return math.sqrt(2.0 * (1.0 - float(h["momentum"])) * temperature / (lr * n))
+    return 2.0 * lr * temperature / n
