@@ -82,3 +82,24 @@ def philox_normal(seed: int, n: int, *, offset: int = 0, stream: int = 0, step: 
     out = torch.empty(int(n), dtype=torch.float32, device=device)
     torch.ops.pybayes.philox_fill_normal_(out, seed_to_int64(seed), int(offset), int(stream), int(step))
     return out
+
+
+# ---------------------------------------------------------------------------
+# Fused samplers (DESIGN.md §3); the optimizers in pybayes.optim call these.
+
+@torch.library.register_fake("pybayes::sgld_")
+def _sgld_fake(params, grads, param_ids, steps, lr, weight_decay, temperature, num_data, seed,
+               maximize, grad_scale=None, found_inf=None):
+    return None
+
+
+@torch.library.register_fake("pybayes::sghmc_")
+def _sghmc_fake(params, grads, momentum_buffers, param_ids, steps, lr, momentum, weight_decay,
+                temperature, num_data, seed, maximize, grad_scale=None, found_inf=None):
+    return None
+
+
+@torch.library.register_fake("pybayes::psgld_")
+def _psgld_fake(params, grads, square_avgs, param_ids, steps, lr, alpha, eps, weight_decay,
+                temperature, num_data, seed, maximize, grad_scale=None, found_inf=None):
+    return None
