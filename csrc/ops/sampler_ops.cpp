@@ -181,5 +181,19 @@ TORCH_LIBRARY_IMPL(pybayes, CPU, m) {
   m.impl("psgld_", &psgld_cpu);
 }
 
+// A sparse gradient dispatches to the sparse backends: route them to the same
+// functions, whose argument checks reject it with a clear message.
+TORCH_LIBRARY_IMPL(pybayes, SparseCPU, m) {
+  m.impl("sgld_", &sgld_cpu);
+  m.impl("sghmc_", &sghmc_cpu);
+  m.impl("psgld_", &psgld_cpu);
+}
+
+TORCH_LIBRARY_IMPL(pybayes, SparseCUDA, m) {
+  m.impl("sgld_", &sgld_cpu);
+  m.impl("sghmc_", &sghmc_cpu);
+  m.impl("psgld_", &psgld_cpu);
+}
+
 }  // namespace ops
 }  // namespace pybayes
