@@ -103,3 +103,104 @@ def _sghmc_fake(params, grads, momentum_buffers, param_ids, steps, lr, momentum,
 def _psgld_fake(params, grads, square_avgs, param_ids, steps, lr, alpha, eps, weight_decay,
                 temperature, num_data, seed, maximize, grad_scale=None, found_inf=None):
     return None
+
+
+# ---------------------------------------------------------------------------
+# Fisher: diagonal-Fisher accumulation (DESIGN.md §1.2). Per-element math in
+# csrc/fisher_math.h, shared with the pSGLD kernel's second-moment EMA.
+
+@torch.library.register_fake("pybayes::fisher_diag_accumulate_")
+def _fisher_diag_accumulate_fake(fisher, grads, decay, scale):
+    return None
+
+
+@torch.library.register_fake("pybayes::fisher_diag_accumulate_per_sample_")
+def _fisher_diag_accumulate_per_sample_fake(fisher, grads, scale):
+    return None
+
+
+def _tensor_list(x, name):
+    if isinstance(x, torch.Tensor):
+        return [x]
+    try:
+        out = list(x)
+    except TypeError:
+        raise TypeError(f"{name} must be a tensor or a sequence of tensors, got {type(x).__name__}") from None
+    for i, t in enumerate(out):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name}[{i}] must be a tensor, got {type(t).__name__}")
+    return out
+
+
+def _finite(name, v):
+    v = float(v)
+    if v != v or v in (float("inf"), float("-inf")):
+        raise ValueError(f"{name} must be finite, got {v}")
+    return v
+
+
+_NATIVE_DEVICES = ("cpu", "cuda", "meta")
+
+
+def _fisher_lists(fisher, grads, op):
+    """Lists of equal length on one device (the dispatcher picks the kernel from
+    the devices present, so a stray device is caught here, before dispatch)."""
+    fisher = _tensor_list(fisher, "fisher")
+    grads = _tensor_list(grads, "grads")
+    if len(grads) != len(fisher):
+        raise ValueError(f"{op}: grads has {len(grads)} tensors, fisher has {len(fisher)}")
+    if fisher:
+        dev = fisher[0].device
+        for name, lst in (("fisher", fisher), ("grads", grads)):
+            for i, t in enumerate(lst):
+                if t.device != dev:
+                    raise ValueError(f"{op}: {name}[{i}] is on {t.device} but fisher[0] is on {dev}; "
+                                     "one call takes one device")
+    return fisher, grads
+
+
+def fisher_diag_accumulate_(fisher, grads, *, decay: float = 1.0, scale: float = 1.0) -> None:
+    """In place, element by element: ``fisher[i] = decay * fisher[i] + scale * grads[i]**2``.
+
+    ``fisher`` and ``grads`` are tensors or equal-length sequences of tensors
+    (same device, dtype and number of elements pairwise; contiguous;
+    float32/float64/float16/bfloat16, accumulated in float32, or float64 for
+    float64). ``decay=1`` sums squared gradients (empirical Fisher of mini-batch
+    gradients); ``decay=alpha, scale=1-alpha`` is RMSprop's ``square_avg`` EMA.
+    One fused call for the whole list (one kernel launch per dtype on CUDA).
+    Nothing is modified when an argument is invalid.
+    """
+    fisher, grads = _fisher_lists(fisher, grads, "fisher_diag_accumulate_")
+    decay, scale = _finite("decay", decay), _finite("scale", scale)
+    if not fisher:
+        return
+    if fisher[0].device.type not in _NATIVE_DEVICES:  # e.g. mps, xpu: same math in torch
+        with torch.no_grad():
+            for f, g in zip(fisher, grads):
+                f.mul_(decay).addcmul_(g.reshape(f.shape), g.reshape(f.shape), value=scale)
+        return
+    with torch.no_grad():
+        torch.ops.pybayes.fisher_diag_accumulate_(fisher, grads, decay, scale)
+
+
+def fisher_diag_accumulate_per_sample_(fisher, grads, *, scale: float = 1.0) -> None:
+    """In place: ``fisher[i] += scale * (grads[i] ** 2).sum(0)`` without materialising ``grads[i]**2``.
+
+    Each ``grads[i]`` holds per-sample gradients with a leading batch dimension
+    (for example from ``torch.func.vmap(torch.func.grad(loss))``) whose
+    per-sample slice has as many elements as ``fisher[i]``. The batch sum runs in
+    a fixed order, so the result is deterministic (bitwise, for any thread
+    count). Same dtype/device/contiguity rules as :func:`fisher_diag_accumulate_`.
+    """
+    fisher, grads = _fisher_lists(fisher, grads, "fisher_diag_accumulate_per_sample_")
+    scale = _finite("scale", scale)
+    if not fisher:
+        return
+    if fisher[0].device.type not in _NATIVE_DEVICES:
+        with torch.no_grad():
+            for f, g in zip(fisher, grads):
+                g = g.reshape(g.shape[0], f.numel())
+                f.view(-1).add_(torch.einsum("bi,bi->i", g, g), alpha=scale)
+        return
+    with torch.no_grad():
+        torch.ops.pybayes.fisher_diag_accumulate_per_sample_(fisher, grads, scale)
