@@ -46,7 +46,7 @@ SCHEDULERS = {
     "step": lambda o: torch.optim.lr_scheduler.StepLR(o, step_size=30, gamma=0.5),
     "cosine": lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=120),
     "onecycle": lambda o: torch.optim.lr_scheduler.OneCycleLR(
-        o, max_lr=[0.05, 0.02], total_steps=121, cycle_momentum=o.defaults.get("momentum", 0) > 0,  # SGHMC / SGD(momentum)
+        o, max_lr=[2 * g["lr"] for g in o.param_groups], total_steps=121, cycle_momentum=o.defaults.get("momentum", 0) > 0,  # SGHMC / SGD(momentum)
         base_momentum=0.7, max_momentum=0.9),
 }
 
