@@ -8,7 +8,7 @@
 // The clone is chosen once at run time.
 //
 // Determinism: every C entry is acc = C0; for j = 0..K-1: acc = fma(A_ij, B_jk, acc)
-// (matrix-vector: 8 interleaved partial sums reduced in a fixed order), whatever
+// (N <= 4 columns: 8 interleaved partial sums reduced in a fixed order), whatever
 // micro-kernel row block the entry falls in, so any split of the rows between
 // threads gives identical bits.
 #include <stdlib.h>
@@ -17,6 +17,10 @@
 #include <vector>
 
 #include "thermo/thermo.h"
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #define PYBAYES_X86_CLONES 1
@@ -80,9 +84,109 @@ PYBAYES_INLINE void micro_dot(int64_t K, const double* A, int64_t lda, const dou
   }
 }
 
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+// Explicit-intrinsics micro-kernels (the auto-vectorised loop above does not keep an
+// 8 x 16 accumulator block in registers). Same FMA sequence per C entry as micro<>.
+template <int MR>
+PYBAYES_TARGET("avx512f,avx512vl,avx512dq,avx2,fma")
+inline void micro512(int64_t K, const double* A, int64_t lda, const double* Bp, double* C, int64_t ldc,
+                     int nc, bool accumulate) {
+  __m512d acc0[MR], acc1[MR];
+  for (int r = 0; r < MR; ++r) {
+    if (accumulate) {
+      alignas(64) double t[16] = {0};
+      for (int c = 0; c < nc; ++c) t[c] = C[r * ldc + c];
+      acc0[r] = _mm512_load_pd(t);
+      acc1[r] = _mm512_load_pd(t + 8);
+    } else {
+      acc0[r] = _mm512_setzero_pd();
+      acc1[r] = _mm512_setzero_pd();
+    }
+  }
+  for (int64_t j = 0; j < K; ++j) {
+    const __m512d b0 = _mm512_loadu_pd(Bp + j * 16);
+    const __m512d b1 = _mm512_loadu_pd(Bp + j * 16 + 8);
+    for (int r = 0; r < MR; ++r) {
+      const __m512d a = _mm512_set1_pd(A[r * lda + j]);
+      acc0[r] = _mm512_fmadd_pd(a, b0, acc0[r]);
+      acc1[r] = _mm512_fmadd_pd(a, b1, acc1[r]);
+    }
+  }
+  for (int r = 0; r < MR; ++r) {
+    if (nc == 16) {
+      _mm512_storeu_pd(C + r * ldc, acc0[r]);
+      _mm512_storeu_pd(C + r * ldc + 8, acc1[r]);
+    } else {
+      alignas(64) double t[16];
+      _mm512_store_pd(t, acc0[r]);
+      _mm512_store_pd(t + 8, acc1[r]);
+      for (int c = 0; c < nc; ++c) C[r * ldc + c] = t[c];
+    }
+  }
+}
+
+template <int MR>
+PYBAYES_TARGET("avx2,fma")
+inline void micro256(int64_t K, const double* A, int64_t lda, const double* Bp, double* C, int64_t ldc,
+                     int nc, bool accumulate) {
+  __m256d acc0[MR], acc1[MR];
+  for (int r = 0; r < MR; ++r) {
+    if (accumulate) {
+      alignas(32) double t[8] = {0};
+      for (int c = 0; c < nc; ++c) t[c] = C[r * ldc + c];
+      acc0[r] = _mm256_load_pd(t);
+      acc1[r] = _mm256_load_pd(t + 4);
+    } else {
+      acc0[r] = _mm256_setzero_pd();
+      acc1[r] = _mm256_setzero_pd();
+    }
+  }
+  for (int64_t j = 0; j < K; ++j) {
+    const __m256d b0 = _mm256_loadu_pd(Bp + j * 8);
+    const __m256d b1 = _mm256_loadu_pd(Bp + j * 8 + 4);
+    for (int r = 0; r < MR; ++r) {
+      const __m256d a = _mm256_broadcast_sd(A + r * lda + j);
+      acc0[r] = _mm256_fmadd_pd(a, b0, acc0[r]);
+      acc1[r] = _mm256_fmadd_pd(a, b1, acc1[r]);
+    }
+  }
+  for (int r = 0; r < MR; ++r) {
+    alignas(32) double t[8];
+    _mm256_store_pd(t, acc0[r]);
+    _mm256_store_pd(t + 4, acc1[r]);
+    for (int c = 0; c < nc; ++c) C[r * ldc + c] = t[c];
+  }
+}
+#endif
+
+// Default: the portable loop kernel.
+struct LoopMicro {
+  template <int MR, int NR, bool kFma>
+  static PYBAYES_INLINE void run(int64_t K, const double* A, int64_t lda, const double* Bp, double* C,
+                                 int64_t ldc, int nc, bool accumulate) {
+    micro<MR, NR, kFma>(K, A, lda, Bp, C, ldc, nc, accumulate);
+  }
+};
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+struct Micro512 {
+  template <int MR, int NR, bool kFma>
+  static PYBAYES_INLINE void run(int64_t K, const double* A, int64_t lda, const double* Bp, double* C,
+                                 int64_t ldc, int nc, bool accumulate) {
+    micro512<MR>(K, A, lda, Bp, C, ldc, nc, accumulate);
+  }
+};
+struct Micro256 {
+  template <int MR, int NR, bool kFma>
+  static PYBAYES_INLINE void run(int64_t K, const double* A, int64_t lda, const double* Bp, double* C,
+                                 int64_t ldc, int nc, bool accumulate) {
+    micro256<MR>(K, A, lda, Bp, C, ldc, nc, accumulate);
+  }
+};
+#endif
+
 thread_local std::vector<double> tl_panel;
 
-template <int MR, int NR, bool kFma>
+template <int MR, int NR, bool kFma, typename Micro>
 PYBAYES_INLINE void gemm_impl(int64_t M, int64_t N, int64_t K, const double* A, int64_t lda,
                               const double* B, int64_t ldb, double* C, int64_t ldc,
                               bool accumulate) {
@@ -96,6 +200,15 @@ PYBAYES_INLINE void gemm_impl(int64_t M, int64_t N, int64_t K, const double* A, 
     int64_t i = 0;
     for (; i + 4 <= M; i += 4) micro_dot<4, kFma>(K, A + i * lda, lda, B, ldb, C + i * ldc, ldc, accumulate);
     for (; i < M; ++i) micro_dot<1, kFma>(K, A + i * lda, lda, B, ldb, C + i * ldc, ldc, accumulate);
+    return;
+  }
+  if (N <= 4) {  // a few right-hand sides: column by column beats padding NR-wide panels
+    for (int64_t c = 0; c < N; ++c) {
+      int64_t i = 0;
+      for (; i + 4 <= M; i += 4)
+        micro_dot<4, kFma>(K, A + i * lda, lda, B + c, ldb, C + i * ldc + c, ldc, accumulate);
+      for (; i < M; ++i) micro_dot<1, kFma>(K, A + i * lda, lda, B + c, ldb, C + i * ldc + c, ldc, accumulate);
+    }
     return;
   }
   const int64_t panels = (N + NR - 1) / NR;
@@ -115,14 +228,14 @@ PYBAYES_INLINE void gemm_impl(int64_t M, int64_t N, int64_t K, const double* A, 
   for (; i + MR <= M; i += MR)
     for (int64_t p = 0; p < panels; ++p) {
       const int nc = static_cast<int>(N - p * NR < NR ? N - p * NR : NR);
-      micro<MR, NR, kFma>(K, A + i * lda, lda, pack.data() + p * K * NR, C + i * ldc + p * NR, ldc,
-                          nc, accumulate);
+      Micro::template run<MR, NR, kFma>(K, A + i * lda, lda, pack.data() + p * K * NR, C + i * ldc + p * NR,
+                                        ldc, nc, accumulate);
     }
   for (; i < M; ++i)
     for (int64_t p = 0; p < panels; ++p) {
       const int nc = static_cast<int>(N - p * NR < NR ? N - p * NR : NR);
-      micro<1, NR, kFma>(K, A + i * lda, lda, pack.data() + p * K * NR, C + i * ldc + p * NR, ldc,
-                         nc, accumulate);
+      Micro::template run<1, NR, kFma>(K, A + i * lda, lda, pack.data() + p * K * NR, C + i * ldc + p * NR,
+                                       ldc, nc, accumulate);
     }
 }
 
@@ -130,17 +243,17 @@ PYBAYES_INLINE void gemm_impl(int64_t M, int64_t N, int64_t K, const double* A, 
 PYBAYES_TARGET("avx512f,avx512vl,avx512dq,avx2,fma")
 void gemm_avx512(int64_t M, int64_t N, int64_t K, const double* A, int64_t lda, const double* B,
                  int64_t ldb, double* C, int64_t ldc, bool accumulate) {
-  gemm_impl<8, 16, true>(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
+  gemm_impl<8, 16, true, Micro512>(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
 }
 PYBAYES_TARGET("avx2,fma")
 void gemm_avx2(int64_t M, int64_t N, int64_t K, const double* A, int64_t lda, const double* B,
                int64_t ldb, double* C, int64_t ldc, bool accumulate) {
-  gemm_impl<4, 8, true>(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
+  gemm_impl<4, 8, true, Micro256>(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
 }
 #endif
 void gemm_generic(int64_t M, int64_t N, int64_t K, const double* A, int64_t lda, const double* B,
                   int64_t ldb, double* C, int64_t ldc, bool accumulate) {
-  gemm_impl<4, 4, false>(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
+  gemm_impl<4, 4, false, LoopMicro>(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
 }
 
 using GemmFn = void (*)(int64_t, int64_t, int64_t, const double*, int64_t, const double*, int64_t,

@@ -146,7 +146,7 @@ int Simulator::threads_for_run() const {
   if (p_.threads <= 0) {
     // auto: a step must be big enough to pay for a barrier (~1 us)
     const double work = static_cast<double>(d_) * d_ * k_;
-    if (work < 32768.0) n = 1;
+    if (work < 131072.0) n = 1;
     n = std::min(n, std::max(1, d_ / 32));
   }
   return std::max(1, std::min(n, d_));
