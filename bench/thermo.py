@@ -4,8 +4,9 @@ Measured in one run, on the same matrices:
 
 1. per-step throughput: one Euler–Maruyama step is the product (d x d) @ (d x k) plus
    noise and update; reported as GFLOP/s (2 d^2 k / step time) next to ``torch.matmul`` of
-   the same shapes and dtype (float64) with the same thread count, and the simulator's
-   bare single-thread blocked kernel (``_thermo.gemm``);
+   the same shapes and dtype (float64) — the faster of torch with all threads and with one
+   thread (on a loaded 2-core machine torch's thread pool can stall) — and the
+   simulator's bare single-thread blocked kernel (``_thermo.gemm``);
 2. error vs wall time of ``thermo.solve`` (exact and Euler integrators, growing windows)
    against ``numpy.linalg.solve``; the simulated chip time is reported next to it;
 3. ``thermox`` (JAX) when it is installed (optional).
@@ -92,14 +93,23 @@ def bench_step(quick, repeats):
             sim = _thermo.Simulator(A, B, 1.0, "euler", 0.1 / 5.0 * substeps, substeps, 0, 0, 0.0, 0.0, 0, 0, 0)
             n = max(1, int(2e7 / (flops * substeps)))  # ~20 MFLOP per call
             t_sim = _median_time(lambda: sim.advance(n, False, False, False), repeats) / (n * substeps)
+            sim1 = _thermo.Simulator(A, B, 1.0, "euler", 0.1 / 5.0 * substeps, substeps, 0, 0, 0.0, 0.0, 0, 0, 1)
+            t_sim1 = _median_time(lambda: sim1.advance(n, False, False, False), repeats) / (n * substeps)
             At, Xt = torch.from_numpy(A), torch.from_numpy(np.ascontiguousarray(B))
             out = torch.empty(d, k, dtype=torch.float64)
-            t_torch = _median_time(lambda: torch.matmul(At, Xt, out=out), repeats)
+            t_torch_n = _median_time(lambda: torch.matmul(At, Xt, out=out), repeats)
+            torch.set_num_threads(1)
+            try:
+                t_torch_1 = _median_time(lambda: torch.matmul(At, Xt, out=out), repeats)
+            finally:
+                torch.set_num_threads(threads)
+            t_torch = min(t_torch_n, t_torch_1)  # the faster torch configuration is the baseline
             t_kernel = _median_time(lambda: _thermo.gemm(A, B, 1), repeats)
             rows.append(dict(
                 bench="step", d=d, k=k, sim_threads=sim.threads, torch_threads=threads,
-                sim_step_us=t_sim * 1e6, sim_gflops=flops / t_sim / 1e9,
+                sim_step_us=t_sim * 1e6, sim_gflops=flops / t_sim / 1e9, sim_gflops_1thread=flops / t_sim1 / 1e9,
                 torch_matmul_us=t_torch * 1e6, torch_gflops=flops / t_torch / 1e9,
+                torch_gflops_nthreads=flops / t_torch_n / 1e9, torch_gflops_1thread=flops / t_torch_1 / 1e9,
                 kernel_1thread_gflops=flops / t_kernel / 1e9,
                 sim_over_torch=t_torch / t_sim,
             ))
