@@ -23,12 +23,19 @@ struct SamplerCoefs {
   bool maximize;
 };
 
-// Effective gradient: unscaled (AMP), sign for maximize, plus weight decay.
+// Gradient multiplier: 1/grad_scale (AMP) and the sign of `maximize`,
+// folded into one factor (negation is exact, so this is bitwise the same as
+// unscaling then negating).
 template <typename acc_t>
-PYBAYES_HD acc_t effective_grad(acc_t p, acc_t g, const SamplerCoefs<acc_t>& c, acc_t inv_scale,
-                                bool scaled) {
-  if (scaled) g = g * inv_scale;
-  if (c.maximize) g = -g;
+PYBAYES_HD acc_t grad_multiplier(bool scaled, acc_t inv_scale, bool maximize) {
+  const acc_t m = scaled ? inv_scale : acc_t(1);
+  return maximize ? -m : m;
+}
+
+// Effective gradient: g * multiplier, plus weight decay.
+template <typename acc_t>
+PYBAYES_HD acc_t effective_grad(acc_t p, acc_t g, acc_t gmul, const SamplerCoefs<acc_t>& c) {
+  g = g * gmul;
   if (c.weight_decay != acc_t(0)) g = g + c.weight_decay * p;
   return g;
 }

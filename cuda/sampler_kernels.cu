@@ -37,9 +37,8 @@ struct SamplerFunctor {
 
   __device__ __forceinline__ bool skip() const { return found_inf != nullptr && *found_inf != 0.0f; }
 
-  __device__ __forceinline__ void update(acc_t& p, acc_t& b, acc_t g, acc_t z, acc_t inv,
-                                         bool scaled) const {
-    g = effective_grad(p, g, c, inv, scaled);
+  __device__ __forceinline__ void update(acc_t& p, acc_t& b, acc_t g, acc_t z, acc_t gmul) const {
+    g = effective_grad(p, g, gmul, c);
     if (Kind == 'l') p = sgld_element(p, g, z, c);
     if (Kind == 'h') sghmc_element(p, b, g, z, c);
     if (Kind == 'p') psgld_element(p, b, g, z, c);
@@ -54,6 +53,7 @@ struct SamplerFunctor {
     const bool scaled = grad_scale != nullptr;
     // 1/scale rounded once from double, as the CPU kernel and the reference path do
     const acc_t inv = scaled ? static_cast<acc_t>(1.0 / static_cast<double>(*grad_scale)) : acc_t(1);
+    const acc_t gmul = grad_multiplier(scaled, inv, c.maximize);
     const bool vec = aligned4<T>(p) && aligned4<T>(g) && (Kind == 'l' || aligned4<T>(buf));
     for (int64_t i = begin + 4 * static_cast<int64_t>(threadIdx.x); i < end; i += 4 * kThreads) {
       float z[4] = {0.f, 0.f, 0.f, 0.f};
@@ -67,7 +67,7 @@ struct SamplerFunctor {
         for (int k = 0; k < 4; ++k) {
           acc_t pk = load_as<acc_t>(pv.v[k]);
           acc_t bk = Kind != 'l' ? load_as<acc_t>(bv.v[k]) : acc_t(0);
-          update(pk, bk, load_as<acc_t>(gv.v[k]), static_cast<acc_t>(z[k]), inv, scaled);
+          update(pk, bk, load_as<acc_t>(gv.v[k]), static_cast<acc_t>(z[k]), gmul);
           pv.v[k] = store_as<T>(pk);
           if (Kind != 'l') bv.v[k] = store_as<T>(bk);
         }
@@ -77,7 +77,7 @@ struct SamplerFunctor {
         for (int k = 0; k < 4 && i + k < end; ++k) {
           acc_t pk = load_as<acc_t>(p[i + k]);
           acc_t bk = Kind != 'l' ? load_as<acc_t>(buf[i + k]) : acc_t(0);
-          update(pk, bk, load_as<acc_t>(g[i + k]), static_cast<acc_t>(z[k]), inv, scaled);
+          update(pk, bk, load_as<acc_t>(g[i + k]), static_cast<acc_t>(z[k]), gmul);
           p[i + k] = store_as<T>(pk);
           if (Kind != 'l') buf[i + k] = store_as<T>(bk);
         }
