@@ -1,8 +1,8 @@
 // CUDA glue of the diagonal-Fisher ops: validation (shared with the CPU path),
 // grouping by dtype (and, for the per-sample op, by batch size), one
 // multi-tensor launch per group on the current stream.
-#include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include <map>
@@ -26,8 +26,11 @@ cuda::FisherDtype to_fisher_dtype(at::ScalarType t) {
   }
 }
 
-int fisher_max_blocks() {
-  return at::cuda::getCurrentDeviceProperties()->multiProcessorCount * 8;
+// A few waves of the device's SMs; blocks grid-stride over the chunks.
+int fisher_max_blocks(const at::Device& device) {
+  int sms = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device.index()));
+  return sms * 8;
 }
 
 cuda::FisherTensor fisher_desc(const at::Tensor& f, const at::Tensor& g) {
@@ -46,7 +49,7 @@ void fisher_diag_accumulate_cuda(at::TensorList fisher, at::TensorList grads, do
   if (fisher.empty()) return;
   TORCH_CHECK(fisher[0].is_cuda(), op, ": fisher[0] must be a CUDA tensor, got ", fisher[0].device());
   const c10::cuda::CUDAGuard guard(fisher[0].device());
-  const int max_blocks = fisher_max_blocks();
+  const int max_blocks = fisher_max_blocks(fisher[0].device());
   for (at::ScalarType dtype : {at::kFloat, at::kDouble, at::kHalf, at::kBFloat16}) {
     std::vector<cuda::FisherTensor> group;
     for (size_t i = 0; i < fisher.size(); ++i) {
@@ -56,7 +59,7 @@ void fisher_diag_accumulate_cuda(at::TensorList fisher, at::TensorList grads, do
     if (group.empty()) continue;
     C10_CUDA_CHECK(cuda::fisher_ema_launch(to_fisher_dtype(dtype), group.data(),
                                            static_cast<int>(group.size()), decay, scale, max_blocks,
-                                           at::cuda::getCurrentCUDAStream()));
+                                           c10::cuda::getCurrentCUDAStream()));
   }
 }
 
@@ -68,7 +71,7 @@ void fisher_diag_accumulate_per_sample_cuda(at::TensorList fisher, at::TensorLis
   if (fisher.empty()) return;
   TORCH_CHECK(fisher[0].is_cuda(), op, ": fisher[0] must be a CUDA tensor, got ", fisher[0].device());
   const c10::cuda::CUDAGuard guard(fisher[0].device());
-  const int max_blocks = fisher_max_blocks();
+  const int max_blocks = fisher_max_blocks(fisher[0].device());
   // (dtype, batch) -> tensors; a batch of 0 adds nothing (F += 0).
   std::map<std::pair<int, int64_t>, std::vector<cuda::FisherTensor>> groups;
   for (size_t i = 0; i < fisher.size(); ++i) {
@@ -80,7 +83,7 @@ void fisher_diag_accumulate_per_sample_cuda(at::TensorList fisher, at::TensorLis
     const auto dtype = static_cast<at::ScalarType>(kv.first.first);
     C10_CUDA_CHECK(cuda::fisher_per_sample_launch(to_fisher_dtype(dtype), kv.second.data(),
                                                   static_cast<int>(kv.second.size()), kv.first.second,
-                                                  scale, max_blocks, at::cuda::getCurrentCUDAStream()));
+                                                  scale, max_blocks, c10::cuda::getCurrentCUDAStream()));
   }
 }
 
