@@ -187,7 +187,9 @@ def _fmt(v):
 def to_markdown(rows, meta):
     lines = [f"# thermo benchmark ({meta['date']})", "",
              f"commit {meta['commit']}, torch {meta['torch']}, {meta['device']}, "
-             f"{meta['threads']} threads, gemm kernel {meta['gemm_isa']}", ""]
+             f"{meta['threads']} threads, gemm kernel {meta['gemm_isa']}, "
+             f"1-min load average {meta.get('loadavg_before')} before / {meta.get('loadavg_after')} after "
+             "(other jobs on the machine make the multi-threaded figures noisy)", ""]
     for bench in ("step", "solve", "thermox"):
         sub = [r for r in rows if r.get("bench") == bench]
         if not sub:
@@ -212,7 +214,9 @@ def main(argv=None):
     date = datetime.date.today().isoformat()
     meta = dict(date=date, commit=commit(), torch=torch.__version__, device=cpu_name(),
                 threads=torch.get_num_threads(), gemm_isa=_thermo.gemm_isa(), quick=args.quick)
+    meta["loadavg_before"] = round(os.getloadavg()[0], 2)
     rows = run(args.quick, "cpu")
+    meta["loadavg_after"] = round(os.getloadavg()[0], 2)
     out = args.out or os.path.join(HERE, "results", f"cpu-{date}")
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "thermo.json"), "w") as f:
