@@ -10,22 +10,14 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
+#include "tensor_desc.h"
+
 namespace pybayes {
 namespace cuda {
 
 constexpr int kMaxTensors = 256;
 constexpr int kThreads = 256;
 constexpr int64_t kChunk = 4096;  // elements per chunk; a multiple of 4 (one Philox block per thread)
-
-// One tensor as the host sees it: up to NLISTS pointers to equal-size arrays
-// (param, grad, buffer...), its element count and its noise stream (id, step).
-template <int NLISTS>
-struct TensorDesc {
-  void* ptr[NLISTS];
-  int64_t numel;
-  uint32_t stream_id;
-  uint32_t step;
-};
 
 template <int NLISTS>
 struct TensorListMeta {

@@ -1,10 +1,11 @@
 // Torch-free entry points of the fused sampler kernels (cuda/sampler_kernels.cu).
+// Plain C++: the glue in csrc/ops/cuda/ includes it with the host compiler.
 #pragma once
 
 #include <cuda_runtime.h>
 #include <stdint.h>
 
-#include "multi_tensor.cuh"
+#include "tensor_desc.h"
 
 namespace pybayes {
 namespace cuda {

@@ -1,5 +1,5 @@
 // CUDA glue of the Philox fills: checks, device guard, current stream.
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
@@ -17,7 +17,7 @@ void philox_fill_uint32_cuda(at::Tensor& out, int64_t seed, int64_t offset, int6
   const c10::cuda::CUDAGuard guard(out.device());
   C10_CUDA_CHECK(cuda::philox_fill_uint32(out.data_ptr<int64_t>(), out.numel(),
                                           static_cast<uint64_t>(seed), offset, stream, step,
-                                          at::cuda::getCurrentCUDAStream()));
+                                          c10::cuda::getCurrentCUDAStream()));
 }
 
 void philox_fill_normal_cuda(at::Tensor& out, int64_t seed, int64_t offset, int64_t stream,
@@ -27,7 +27,7 @@ void philox_fill_normal_cuda(at::Tensor& out, int64_t seed, int64_t offset, int6
   const c10::cuda::CUDAGuard guard(out.device());
   C10_CUDA_CHECK(cuda::philox_fill_normal(out.data_ptr<float>(), out.numel(),
                                           static_cast<uint64_t>(seed), offset, stream, step,
-                                          at::cuda::getCurrentCUDAStream()));
+                                          c10::cuda::getCurrentCUDAStream()));
 }
 
 }  // namespace

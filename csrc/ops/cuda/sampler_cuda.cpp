@@ -1,6 +1,6 @@
 // CUDA glue of the fused sampler ops: validation (shared with the CPU path),
 // grouping by dtype, one multi-tensor launch per group on the current stream.
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
@@ -54,7 +54,10 @@ void sampler_step_cuda(char kind, const char* op, at::TensorList params, at::Ten
   a.seed = static_cast<uint64_t>(seed);
   a.grad_scale = grad_scale.has_value() ? grad_scale->data_ptr<float>() : nullptr;
   a.found_inf = found_inf.has_value() ? found_inf->data_ptr<float>() : nullptr;
-  a.max_blocks = at::cuda::getCurrentDeviceProperties()->multiProcessorCount * 8;
+  int sms = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount,
+                                        params[0].device().index()));
+  a.max_blocks = sms * 8;  // a few waves; blocks grid-stride over the chunks
 
   for (at::ScalarType dtype : {at::kFloat, at::kDouble, at::kHalf, at::kBFloat16}) {
     std::vector<cuda::TensorDesc<3>> group;
@@ -72,7 +75,7 @@ void sampler_step_cuda(char kind, const char* op, at::TensorList params, at::Ten
     if (group.empty()) continue;
     C10_CUDA_CHECK(cuda::sampler_step(to_cuda_dtype(dtype), group.data(),
                                       static_cast<int>(group.size()), a,
-                                      at::cuda::getCurrentCUDAStream()));
+                                      c10::cuda::getCurrentCUDAStream()));
   }
 }
 

@@ -1,0 +1,22 @@
+// Host-side description of one tensor for the multi-tensor launcher. Plain C++
+// (no device code): the torch glue in csrc/ops/cuda/ is compiled by the host
+// compiler and includes this through the launch headers.
+#pragma once
+
+#include <stdint.h>
+
+namespace pybayes {
+namespace cuda {
+
+// Up to NLISTS pointers to equal-size arrays (param, grad, buffer...), the
+// element count and the noise stream (param id, step) of one tensor.
+template <int NLISTS>
+struct TensorDesc {
+  void* ptr[NLISTS];
+  int64_t numel;
+  uint32_t stream_id;
+  uint32_t step;
+};
+
+}  // namespace cuda
+}  // namespace pybayes
