@@ -23,8 +23,8 @@ def collect() -> dict:
         kernels.append(f"cuda ({info['build.cuda_archs']})")
     info["kernels"] = ", ".join(kernels)
     try:
-        importlib.import_module("pybayes._thermo")
-        info["thermo"] = "present"
+        thermo = importlib.import_module("pybayes._thermo")
+        info["thermo"] = f"present (matrix-product kernel: {thermo.gemm_isa()})"
     except ImportError as e:
         info["thermo"] = f"absent ({e})"
     if torch.cuda.is_available():

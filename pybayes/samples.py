@@ -181,7 +181,12 @@ class SampleCollector:
 
     def attach(self, optimizer: torch.optim.Optimizer):
         """Collect after every ``optimizer.step()``; returns the hook handle."""
-        h = optimizer.register_step_post_hook(lambda opt, args, kwargs: self.step())
+        def hook(opt, args, kwargs):
+            # a pybayes sampler whose step was skipped by AMP (found_inf) did not move
+            if not getattr(opt, "last_step_skipped", False):
+                self.step()
+
+        h = optimizer.register_step_post_hook(hook)
         self._handles.append(h)
         return h
 

@@ -131,6 +131,25 @@ def test_found_inf_set_by_hand_changes_nothing():
     assert [opt.state[p]["step"] for p in model.parameters()] == steps == [2] * 4
 
 
+def test_sample_collector_ignores_amp_skipped_steps():
+    from pybayes.samples import SampleCollector
+
+    model, data = model_and_data()
+    opt = SGHMC(model.parameters(), lr=0.01, num_data=100, seed=1)
+    collector = SampleCollector(model, burn_in=0, thin=1, max_samples=10)
+    collector.attach(opt)
+    train_steps(model, opt, data[:2])
+    x, y = data[3]
+    opt.zero_grad()
+    nn.functional.cross_entropy(model(x), y).backward()
+    opt.found_inf = torch.tensor(1.0)
+    opt.step()
+    del opt.found_inf
+    assert collector.steps_seen == 2 and opt.last_step_skipped
+    train_steps(model, opt, data[4:5])
+    assert collector.steps_seen == 3 and not opt.last_step_skipped
+
+
 def test_torch_compile_of_a_training_step():
     model, data = model_and_data()
     ref = copy.deepcopy(model)

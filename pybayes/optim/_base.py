@@ -140,7 +140,9 @@ class SamplerBase(Optimizer):
                 loss = closure()
         grad_scale = getattr(self, "grad_scale", None)
         found_inf = getattr(self, "found_inf", None)
-        if found_inf is not None and float(found_inf.sum().item()) != 0.0:
+        # read by SampleCollector's hook: a skipped step is not a new sample
+        self.last_step_skipped = found_inf is not None and float(found_inf.sum().item()) != 0.0
+        if self.last_step_skipped:
             return loss
         work = [self._collect(group) for group in self.param_groups]  # validates everything first
         for group, items in zip(self.param_groups, work):
