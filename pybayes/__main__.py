@@ -1,4 +1,4 @@
-"""Command line: ``python -m pybayes {info,test}``."""
+"""Command line: ``python -m pybayes {info,test,bench}``."""
 
 from __future__ import annotations
 
@@ -12,6 +12,15 @@ def main(argv=None) -> int:
     sub.add_parser("info", help="versions, compiled kernels, threads, GPU")
     t = sub.add_parser("test", help="the full test suite: ctest, nvcc compile check, pytest")
     t.add_argument("pytest_args", nargs="*", help="extra arguments passed to pytest")
+    b = sub.add_parser("bench", add_help=False,
+                       help="benchmarks from the source checkout: same as python bench/run.py "
+                            "[ops|thermo|all] --device cpu|cuda [--quick] (bench --help for all options)")
+    b.add_argument("bench_args", nargs=argparse.REMAINDER)
+    raw = sys.argv[1:] if argv is None else list(argv)
+    if raw and raw[0] == "bench":  # everything after "bench" goes to bench/run.py verbatim
+        from ._bench import main as bench_main
+
+        return bench_main(raw[1:])
     args, extra = parser.parse_known_args(argv)
     if args.command == "info":
         from ._info import main as info_main
