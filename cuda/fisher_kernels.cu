@@ -7,25 +7,16 @@
 
 #include "fisher_launch.h"
 #include "fisher_math.h"
+#include "convert.cuh"
 #include "multi_tensor.cuh"
 
 namespace pybayes {
 namespace cuda {
 namespace {
 
-template <typename T> struct FAcc { using type = float; };
-template <> struct FAcc<double> { using type = double; };
-
-template <typename A, typename T> __device__ __forceinline__ A fload(T v) { return static_cast<A>(v); }
-template <> __device__ __forceinline__ float fload<float, __half>(__half v) { return __half2float(v); }
-template <> __device__ __forceinline__ float fload<float, __nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
-template <typename T, typename A> __device__ __forceinline__ T fstore(A v) { return static_cast<T>(v); }
-template <> __device__ __forceinline__ __half fstore<__half, float>(float v) { return __float2half_rn(v); }
-template <> __device__ __forceinline__ __nv_bfloat16 fstore<__nv_bfloat16, float>(float v) { return __float2bfloat16_rn(v); }
-
 template <typename T>
 struct EmaFunctor {
-  using acc_t = typename FAcc<T>::type;
+  using acc_t = typename Acc<T>::type;
   acc_t decay, scale;
 
   __device__ __forceinline__ bool skip() const { return false; }
@@ -41,11 +32,11 @@ struct EmaFunctor {
         const Vec4<T> gv = *reinterpret_cast<const Vec4<T>*>(g + i);
 #pragma unroll
         for (int k = 0; k < 4; ++k)
-          fv.v[k] = fstore<T>(::pybayes::fisher_ema(fload<acc_t>(fv.v[k]), fload<acc_t>(gv.v[k]), decay, scale));
+          fv.v[k] = store_as<T>(::pybayes::fisher_ema(load_as<acc_t>(fv.v[k]), load_as<acc_t>(gv.v[k]), decay, scale));
         *reinterpret_cast<Vec4<T>*>(f + i) = fv;
       } else {
         for (int k = 0; k < 4 && i + k < end; ++k)
-          f[i + k] = fstore<T>(::pybayes::fisher_ema(fload<acc_t>(f[i + k]), fload<acc_t>(g[i + k]), decay, scale));
+          f[i + k] = store_as<T>(::pybayes::fisher_ema(load_as<acc_t>(f[i + k]), load_as<acc_t>(g[i + k]), decay, scale));
       }
     }
   }
@@ -57,7 +48,7 @@ struct EmaFunctor {
 // stride keeps the alignment).
 template <typename T>
 struct PerSampleFunctor {
-  using acc_t = typename FAcc<T>::type;
+  using acc_t = typename Acc<T>::type;
   acc_t scale;
   int64_t batch;
 
@@ -75,19 +66,19 @@ struct PerSampleFunctor {
         for (int64_t b = 0; b < batch; ++b) {
           const Vec4<T> gv = *reinterpret_cast<const Vec4<T>*>(g + b * n + i);
 #pragma unroll
-          for (int k = 0; k < 4; ++k) s[k] = fisher_sumsq_step(s[k], fload<acc_t>(gv.v[k]));
+          for (int k = 0; k < 4; ++k) s[k] = fisher_sumsq_step(s[k], load_as<acc_t>(gv.v[k]));
         }
         Vec4<T> fv = *reinterpret_cast<const Vec4<T>*>(f + i);
 #pragma unroll
-        for (int k = 0; k < 4; ++k) fv.v[k] = fstore<T>(fisher_add_scaled(fload<acc_t>(fv.v[k]), s[k], scale));
+        for (int k = 0; k < 4; ++k) fv.v[k] = store_as<T>(fisher_add_scaled(load_as<acc_t>(fv.v[k]), s[k], scale));
         *reinterpret_cast<Vec4<T>*>(f + i) = fv;
       } else {
         const int kn = static_cast<int>(end - i < 4 ? end - i : 4);
         for (int64_t b = 0; b < batch; ++b) {
           const T* row = g + b * n + i;
-          for (int k = 0; k < kn; ++k) s[k] = fisher_sumsq_step(s[k], fload<acc_t>(row[k]));
+          for (int k = 0; k < kn; ++k) s[k] = fisher_sumsq_step(s[k], load_as<acc_t>(row[k]));
         }
-        for (int k = 0; k < kn; ++k) f[i + k] = fstore<T>(fisher_add_scaled(fload<acc_t>(f[i + k]), s[k], scale));
+        for (int k = 0; k < kn; ++k) f[i + k] = store_as<T>(fisher_add_scaled(load_as<acc_t>(f[i + k]), s[k], scale));
       }
     }
   }
@@ -116,7 +107,7 @@ cudaError_t apply(const FisherTensor* tensors, int count, const Functor& f, int 
 template <typename T>
 cudaError_t ema_typed(const FisherTensor* tensors, int count, double decay, double scale,
                       int max_blocks, cudaStream_t stream) {
-  using acc_t = typename FAcc<T>::type;
+  using acc_t = typename Acc<T>::type;
   EmaFunctor<T> fn;
   fn.decay = static_cast<acc_t>(decay);
   fn.scale = static_cast<acc_t>(scale);
@@ -126,7 +117,7 @@ cudaError_t ema_typed(const FisherTensor* tensors, int count, double decay, doub
 template <typename T>
 cudaError_t per_sample_typed(const FisherTensor* tensors, int count, int64_t batch, double scale,
                              int max_blocks, cudaStream_t stream) {
-  using acc_t = typename FAcc<T>::type;
+  using acc_t = typename Acc<T>::type;
   PerSampleFunctor<T> fn;
   fn.scale = static_cast<acc_t>(scale);
   fn.batch = batch;
@@ -135,25 +126,25 @@ cudaError_t per_sample_typed(const FisherTensor* tensors, int count, int64_t bat
 
 }  // namespace
 
-cudaError_t fisher_ema_launch(FisherDtype dtype, const FisherTensor* tensors, int count,
+cudaError_t fisher_ema_launch(Dtype dtype, const FisherTensor* tensors, int count,
                               double decay, double scale, int max_blocks, cudaStream_t stream) {
   switch (dtype) {
-    case FisherDtype::kFloat32: return ema_typed<float>(tensors, count, decay, scale, max_blocks, stream);
-    case FisherDtype::kFloat64: return ema_typed<double>(tensors, count, decay, scale, max_blocks, stream);
-    case FisherDtype::kFloat16: return ema_typed<__half>(tensors, count, decay, scale, max_blocks, stream);
-    case FisherDtype::kBFloat16: return ema_typed<__nv_bfloat16>(tensors, count, decay, scale, max_blocks, stream);
+    case Dtype::kFloat32: return ema_typed<float>(tensors, count, decay, scale, max_blocks, stream);
+    case Dtype::kFloat64: return ema_typed<double>(tensors, count, decay, scale, max_blocks, stream);
+    case Dtype::kFloat16: return ema_typed<__half>(tensors, count, decay, scale, max_blocks, stream);
+    case Dtype::kBFloat16: return ema_typed<__nv_bfloat16>(tensors, count, decay, scale, max_blocks, stream);
   }
   return cudaErrorInvalidValue;
 }
 
-cudaError_t fisher_per_sample_launch(FisherDtype dtype, const FisherTensor* tensors, int count,
+cudaError_t fisher_per_sample_launch(Dtype dtype, const FisherTensor* tensors, int count,
                                      int64_t batch, double scale, int max_blocks,
                                      cudaStream_t stream) {
   switch (dtype) {
-    case FisherDtype::kFloat32: return per_sample_typed<float>(tensors, count, batch, scale, max_blocks, stream);
-    case FisherDtype::kFloat64: return per_sample_typed<double>(tensors, count, batch, scale, max_blocks, stream);
-    case FisherDtype::kFloat16: return per_sample_typed<__half>(tensors, count, batch, scale, max_blocks, stream);
-    case FisherDtype::kBFloat16: return per_sample_typed<__nv_bfloat16>(tensors, count, batch, scale, max_blocks, stream);
+    case Dtype::kFloat32: return per_sample_typed<float>(tensors, count, batch, scale, max_blocks, stream);
+    case Dtype::kFloat64: return per_sample_typed<double>(tensors, count, batch, scale, max_blocks, stream);
+    case Dtype::kFloat16: return per_sample_typed<__half>(tensors, count, batch, scale, max_blocks, stream);
+    case Dtype::kBFloat16: return per_sample_typed<__nv_bfloat16>(tensors, count, batch, scale, max_blocks, stream);
   }
   return cudaErrorInvalidValue;
 }

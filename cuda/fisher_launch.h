@@ -6,10 +6,10 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
+#include "tensor_desc.h"
+
 namespace pybayes {
 namespace cuda {
-
-enum class FisherDtype { kFloat32, kFloat64, kFloat16, kBFloat16 };
 
 // One (fisher, grads) pair: contiguous, same dtype, on the current device.
 // numel is fisher's element count (grads holds numel, or batch x numel).
@@ -21,14 +21,14 @@ struct FisherTensor {
 
 // F = decay * F + scale * G^2 over all tensors (one multi-tensor launch per
 // kMaxTensors tensors, multi_tensor.cuh).
-cudaError_t fisher_ema_launch(FisherDtype dtype, const FisherTensor* tensors, int count,
+cudaError_t fisher_ema_launch(Dtype dtype, const FisherTensor* tensors, int count,
                               double decay, double scale, int max_blocks, cudaStream_t stream);
 
 // F += scale * sum_b G[b]^2 with G [batch, numel] row-major; every tensor of
 // one call has the same batch size. Threads run over elements (coalesced loads
 // of each row), each keeping one running sum over b = 0..batch-1 in order, so
 // the result equals the CPU kernel's bit for bit.
-cudaError_t fisher_per_sample_launch(FisherDtype dtype, const FisherTensor* tensors, int count,
+cudaError_t fisher_per_sample_launch(Dtype dtype, const FisherTensor* tensors, int count,
                                      int64_t batch, double scale, int max_blocks,
                                      cudaStream_t stream);
 

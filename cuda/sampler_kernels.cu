@@ -7,6 +7,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include "convert.cuh"
 #include "multi_tensor.cuh"
 #include "philox.h"
 #include "sampler_launch.h"
@@ -15,16 +16,6 @@
 namespace pybayes {
 namespace cuda {
 namespace {
-
-template <typename T> struct Acc { using type = float; };
-template <> struct Acc<double> { using type = double; };
-
-template <typename A, typename T> __device__ __forceinline__ A load_as(T v) { return static_cast<A>(v); }
-template <> __device__ __forceinline__ float load_as<float, __half>(__half v) { return __half2float(v); }
-template <> __device__ __forceinline__ float load_as<float, __nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
-template <typename T, typename A> __device__ __forceinline__ T store_as(A v) { return static_cast<T>(v); }
-template <> __device__ __forceinline__ __half store_as<__half, float>(float v) { return __float2half_rn(v); }
-template <> __device__ __forceinline__ __nv_bfloat16 store_as<__nv_bfloat16, float>(float v) { return __float2bfloat16_rn(v); }
 
 template <typename T, char Kind>
 struct SamplerFunctor {

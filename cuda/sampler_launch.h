@@ -10,8 +10,6 @@
 namespace pybayes {
 namespace cuda {
 
-enum class Dtype { kFloat32, kFloat64, kFloat16, kBFloat16 };
-
 struct SamplerLaunch {
   char kind;              // 'l' SGLD, 'h' SGHMC, 'p' pSGLD
   double lr, weight_decay, momentum, eps, one_minus_alpha, noise;  // see sampler_math.h

@@ -8,6 +8,9 @@
 namespace pybayes {
 namespace cuda {
 
+// Parameter dtypes the kernels are instantiated for.
+enum class Dtype { kFloat32, kFloat64, kFloat16, kBFloat16 };
+
 // Up to NLISTS pointers to equal-size arrays (param, grad, buffer...), the
 // element count and the noise stream (param id, step) of one tensor.
 template <int NLISTS>

@@ -5,19 +5,9 @@
 
 #include <vector>
 
+#include "check.h"
 #include "cpu_noise.h"
 #include "philox.h"
-
-static int failures = 0;
-#define CHECK(cond, ...)                                   \
-  do {                                                     \
-    if (!(cond)) {                                         \
-      ++failures;                                          \
-      fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-      fprintf(stderr, __VA_ARGS__);                        \
-      fprintf(stderr, "\n");                               \
-    }                                                      \
-  } while (0)
 
 using namespace pybayes;
 
@@ -89,6 +79,7 @@ int main() {
   test_transcendentals();
   test_chunks_match_scalar();
   printf("noise ISA: %s\n", noise_isa());
+  const int failures = check_failures();
   if (failures) {
     fprintf(stderr, "%d check(s) failed\n", failures);
     return 1;

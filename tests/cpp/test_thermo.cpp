@@ -9,20 +9,11 @@
 #include <stdexcept>
 #include <vector>
 
+#include "check.h"
 #include "thermo/thermo.h"
 
 using namespace pybayes::thermo;
 
-static int failures = 0;
-#define CHECK(cond, ...)                                  \
-  do {                                                    \
-    if (!(cond)) {                                        \
-      ++failures;                                         \
-      fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-      fprintf(stderr, __VA_ARGS__);                       \
-      fprintf(stderr, "\n");                              \
-    }                                                     \
-  } while (0)
 
 static uint64_t lcg_state = 12345;
 static double urand() {  // deterministic test data, not the chip's noise
@@ -230,6 +221,7 @@ int main() {
   test_quantize_and_mismatch();
   test_exact_variance_and_threads();
   test_clipping_and_errors();
+  const int failures = check_failures();
   if (failures) {
     fprintf(stderr, "%d failure(s)\n", failures);
     return 1;

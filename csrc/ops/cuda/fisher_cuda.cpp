@@ -11,27 +11,12 @@
 
 #include "../fisher_args.h"
 #include "fisher_launch.h"
+#include "launch_config.h"
 
 namespace pybayes {
 namespace ops {
 namespace {
 
-cuda::FisherDtype to_fisher_dtype(at::ScalarType t) {
-  switch (t) {
-    case at::kFloat: return cuda::FisherDtype::kFloat32;
-    case at::kDouble: return cuda::FisherDtype::kFloat64;
-    case at::kHalf: return cuda::FisherDtype::kFloat16;
-    case at::kBFloat16: return cuda::FisherDtype::kBFloat16;
-    default: TORCH_CHECK(false, "unsupported dtype ", t);
-  }
-}
-
-// A few waves of the device's SMs; blocks grid-stride over the chunks.
-int fisher_max_blocks(const at::Device& device) {
-  int sms = 0;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device.index()));
-  return sms * 8;
-}
 
 cuda::FisherTensor fisher_desc(const at::Tensor& f, const at::Tensor& g) {
   cuda::FisherTensor d;
@@ -49,7 +34,7 @@ void fisher_diag_accumulate_cuda(at::TensorList fisher, at::TensorList grads, do
   if (fisher.empty()) return;
   TORCH_CHECK(fisher[0].is_cuda(), op, ": fisher[0] must be a CUDA tensor, got ", fisher[0].device());
   const c10::cuda::CUDAGuard guard(fisher[0].device());
-  const int max_blocks = fisher_max_blocks(fisher[0].device());
+  const int blocks = max_blocks(fisher[0].device());
   for (at::ScalarType dtype : {at::kFloat, at::kDouble, at::kHalf, at::kBFloat16}) {
     std::vector<cuda::FisherTensor> group;
     for (size_t i = 0; i < fisher.size(); ++i) {
@@ -57,8 +42,8 @@ void fisher_diag_accumulate_cuda(at::TensorList fisher, at::TensorList grads, do
       group.push_back(fisher_desc(fisher[i], grads[i]));
     }
     if (group.empty()) continue;
-    C10_CUDA_CHECK(cuda::fisher_ema_launch(to_fisher_dtype(dtype), group.data(),
-                                           static_cast<int>(group.size()), decay, scale, max_blocks,
+    C10_CUDA_CHECK(cuda::fisher_ema_launch(to_cuda_dtype(dtype), group.data(),
+                                           static_cast<int>(group.size()), decay, scale, blocks,
                                            c10::cuda::getCurrentCUDAStream()));
   }
 }
@@ -71,7 +56,7 @@ void fisher_diag_accumulate_per_sample_cuda(at::TensorList fisher, at::TensorLis
   if (fisher.empty()) return;
   TORCH_CHECK(fisher[0].is_cuda(), op, ": fisher[0] must be a CUDA tensor, got ", fisher[0].device());
   const c10::cuda::CUDAGuard guard(fisher[0].device());
-  const int max_blocks = fisher_max_blocks(fisher[0].device());
+  const int blocks = max_blocks(fisher[0].device());
   // (dtype, batch) -> tensors; a batch of 0 adds nothing (F += 0).
   std::map<std::pair<int, int64_t>, std::vector<cuda::FisherTensor>> groups;
   for (size_t i = 0; i < fisher.size(); ++i) {
@@ -81,9 +66,9 @@ void fisher_diag_accumulate_per_sample_cuda(at::TensorList fisher, at::TensorLis
   }
   for (auto& kv : groups) {
     const auto dtype = static_cast<at::ScalarType>(kv.first.first);
-    C10_CUDA_CHECK(cuda::fisher_per_sample_launch(to_fisher_dtype(dtype), kv.second.data(),
+    C10_CUDA_CHECK(cuda::fisher_per_sample_launch(to_cuda_dtype(dtype), kv.second.data(),
                                                   static_cast<int>(kv.second.size()), kv.first.second,
-                                                  scale, max_blocks, c10::cuda::getCurrentCUDAStream()));
+                                                  scale, blocks, c10::cuda::getCurrentCUDAStream()));
   }
 }
 

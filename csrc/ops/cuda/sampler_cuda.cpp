@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "../sampler_args.h"
+#include "launch_config.h"
 #include "sampler_launch.h"
 
 namespace pybayes {
@@ -14,16 +15,6 @@ namespace ops {
 namespace {
 
 using OptTensor = c10::optional<at::Tensor>;
-
-cuda::Dtype to_cuda_dtype(at::ScalarType t) {
-  switch (t) {
-    case at::kFloat: return cuda::Dtype::kFloat32;
-    case at::kDouble: return cuda::Dtype::kFloat64;
-    case at::kHalf: return cuda::Dtype::kFloat16;
-    case at::kBFloat16: return cuda::Dtype::kBFloat16;
-    default: TORCH_CHECK(false, "unsupported dtype ", t);
-  }
-}
 
 void sampler_step_cuda(char kind, const char* op, at::TensorList params, at::TensorList grads,
                        at::TensorList bufs, at::IntArrayRef ids, at::IntArrayRef steps,
@@ -54,10 +45,7 @@ void sampler_step_cuda(char kind, const char* op, at::TensorList params, at::Ten
   a.seed = static_cast<uint64_t>(seed);
   a.grad_scale = grad_scale.has_value() ? grad_scale->data_ptr<float>() : nullptr;
   a.found_inf = found_inf.has_value() ? found_inf->data_ptr<float>() : nullptr;
-  int sms = 0;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount,
-                                        params[0].device().index()));
-  a.max_blocks = sms * 8;  // a few waves; blocks grid-stride over the chunks
+  a.max_blocks = max_blocks(params[0].device());
 
   for (at::ScalarType dtype : {at::kFloat, at::kDouble, at::kHalf, at::kBFloat16}) {
     std::vector<cuda::TensorDesc<3>> group;
