@@ -444,7 +444,7 @@ def _copy_bandwidth(case: Case, nbytes: int, cfg: Config, cache: Dict) -> Dict[s
         src = torch.ones(n, dtype=case.dtype, device=case.device)
         dst = torch.empty_like(src)
         t = common.time_fn(lambda: dst.copy_(src), case.device, cfg.repeats, cfg.warmup)
-        cache[key] = {"copy_s": t["median_s"], "copy_gbps": 2 * n * case.dtype.itemsize / t["median_s"] / 1e9}
+        cache[key] = dict(t, copy_s=t["median_s"], copy_gbps=2 * n * case.dtype.itemsize / t["median_s"] / 1e9)
         del src, dst
     return cache[key]
 
@@ -487,8 +487,9 @@ def run_case(case: Case, cfg: Config, copy_cache: Dict) -> List[dict]:
             rows.append(row)
             del fn  # frees the method's state (momentum buffers, ...) before the next one
         # a reference copy row, so the table shows the bandwidth it is compared with
+        timing = {k: copy[k] for k in ("median_s", "min_s", "iqr_s", "repeats", "inner")}
         rows.append(dict(base, method="copy_ (bandwidth reference)", note="dst.copy_(src), src = bytes/2",
-                         status="ok", median_s=copy["copy_s"], gbps=copy["copy_gbps"], copy_fraction=1.0,
+                         status="ok", **timing, gbps=copy["copy_gbps"], copy_fraction=1.0,
                          time_vs_pybayes=copy["copy_s"] / fused_s if fused_s else None))
     finally:
         case.teardown()
