@@ -101,6 +101,26 @@ inline void check_amp(const char* op, const at::Device& device,
   }
 }
 
+// All checks of one sampler call (kind 'l' SGLD, 'h' SGHMC, 'p' pSGLD);
+// returns false when there is nothing to update.
+inline bool check_sampler_call(char kind, const char* op, at::TensorList params,
+                               at::TensorList grads, at::TensorList bufs, at::IntArrayRef ids,
+                               at::IntArrayRef steps, const SamplerHyper& h,
+                               const c10::optional<at::Tensor>& grad_scale,
+                               const c10::optional<at::Tensor>& found_inf) {
+  std::vector<at::TensorList> buffers;
+  std::vector<const char*> names;
+  if (kind != 'l') {
+    buffers.push_back(bufs);
+    names.push_back(kind == 'h' ? "momentum_buffers" : "square_avgs");
+  }
+  check_tensor_lists(op, params, grads, buffers, names, ids, steps);
+  check_hyper(op, h, kind == 'h', kind == 'p');
+  if (params.empty()) return false;
+  check_amp(op, params[0].device(), grad_scale, found_inf);
+  return true;
+}
+
 // Per-element coefficients; `noise` depends on the sampler (sampler_math.h).
 template <typename acc_t>
 SamplerCoefs<acc_t> make_coefs(const SamplerHyper& h, char kind) {

@@ -104,16 +104,7 @@ void sampler_step_cpu(const char* op, at::TensorList params, at::TensorList grad
                       at::TensorList bufs, at::IntArrayRef ids, at::IntArrayRef steps,
                       const SamplerHyper& h, int64_t seed, const OptTensor& grad_scale,
                       const OptTensor& found_inf) {
-  std::vector<at::TensorList> buffers;
-  std::vector<const char*> names;
-  if (Kind != 'l') {
-    buffers.push_back(bufs);
-    names.push_back(Kind == 'h' ? "momentum_buffers" : "square_avgs");
-  }
-  check_tensor_lists(op, params, grads, buffers, names, ids, steps);
-  check_hyper(op, h, Kind == 'h', Kind == 'p');
-  if (params.empty()) return;
-  check_amp(op, params[0].device(), grad_scale, found_inf);
+  if (!check_sampler_call(Kind, op, params, grads, bufs, ids, steps, h, grad_scale, found_inf)) return;
   const AmpState amp = read_amp(grad_scale, found_inf);
   if (amp.skip) return;  // AMP overflow: nothing changes, no randomness used
 

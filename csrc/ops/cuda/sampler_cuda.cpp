@@ -20,16 +20,7 @@ void sampler_step_cuda(char kind, const char* op, at::TensorList params, at::Ten
                        at::TensorList bufs, at::IntArrayRef ids, at::IntArrayRef steps,
                        const SamplerHyper& h, int64_t seed, const OptTensor& grad_scale,
                        const OptTensor& found_inf) {
-  std::vector<at::TensorList> buffers;
-  std::vector<const char*> names;
-  if (kind != 'l') {
-    buffers.push_back(bufs);
-    names.push_back(kind == 'h' ? "momentum_buffers" : "square_avgs");
-  }
-  check_tensor_lists(op, params, grads, buffers, names, ids, steps);
-  check_hyper(op, h, kind == 'h', kind == 'p');
-  if (params.empty()) return;
-  check_amp(op, params[0].device(), grad_scale, found_inf);
+  if (!check_sampler_call(kind, op, params, grads, bufs, ids, steps, h, grad_scale, found_inf)) return;
 
   const c10::cuda::CUDAGuard guard(params[0].device());
   const SamplerCoefs<double> c = make_coefs<double>(h, kind);
