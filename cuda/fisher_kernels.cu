@@ -97,6 +97,7 @@ cudaError_t apply(const FisherTensor* tensors, int count, const Functor& f, int 
       desc[i].numel = tensors[b + i].numel;
       desc[i].stream_id = 0;
       desc[i].step = 0;
+      desc[i].offset = 0;
     }
     const cudaError_t err = multi_tensor_apply<2>(desc, m, f, max_blocks, stream);
     if (err != cudaSuccess) return err;

@@ -25,6 +25,7 @@ struct TensorListMeta {
   int64_t numel[kMaxTensors];
   uint32_t stream_id[kMaxTensors];
   uint32_t step[kMaxTensors];
+  int64_t offset[kMaxTensors];
   int64_t chunk_begin[kMaxTensors + 1];  // prefix sums of chunk counts
   int n;
 };
@@ -71,6 +72,7 @@ cudaError_t multi_tensor_apply(const TensorDesc<NLISTS>* tensors, int count, con
     meta.numel[k] = d.numel;
     meta.stream_id[k] = d.stream_id;
     meta.step[k] = d.step;
+    meta.offset[k] = d.offset;
     meta.chunk_begin[k + 1] = meta.chunk_begin[k] + (d.numel + kChunk - 1) / kChunk;
     meta.n = k + 1;
     const bool last = (i == count - 1);

@@ -41,6 +41,7 @@ struct SamplerFunctor {
     const T* __restrict__ g = static_cast<const T*>(m.ptr[1][t]);
     T* __restrict__ buf = static_cast<T*>(m.ptr[2][t]);
     const PhiloxStream s = PhiloxStream::make(seed, m.stream_id[t], m.step[t]);
+    const int64_t offset = m.offset[t];
     const bool scaled = grad_scale != nullptr;
     // 1/scale rounded once from double, as the CPU kernel and the reference path do
     const acc_t inv = scaled ? static_cast<acc_t>(1.0 / static_cast<double>(*grad_scale)) : acc_t(1);
@@ -48,7 +49,29 @@ struct SamplerFunctor {
     const bool vec = aligned4<T>(p) && aligned4<T>(g) && (Kind == 'l' || aligned4<T>(buf));
     for (int64_t i = begin + 4 * static_cast<int64_t>(threadIdx.x); i < end; i += 4 * kThreads) {
       float z[4] = {0.f, 0.f, 0.f, 0.f};
-      if (noisy) normal4(s.block(static_cast<uint64_t>(i) >> 2), z);  // i is a multiple of 4
+      if (noisy) {
+        // global index of element i (i is a multiple of 4; the offset of a
+        // shard may not be, then the 4 elements straddle two Philox blocks)
+        const uint64_t e0 = static_cast<uint64_t>(offset + i);
+        const int shift = static_cast<int>(e0 & 3);
+        float cur[4];
+        normal4(s.block(e0 >> 2), cur);
+        if (shift == 0) {
+#pragma unroll
+          for (int k = 0; k < 4; ++k) z[k] = cur[k];
+        } else {
+          float next[4];
+          normal4(s.block((e0 >> 2) + 1), next);
+          // static indices only: no local-memory copy of cur/next
+          if (shift == 1) {
+            z[0] = cur[1]; z[1] = cur[2]; z[2] = cur[3]; z[3] = next[0];
+          } else if (shift == 2) {
+            z[0] = cur[2]; z[1] = cur[3]; z[2] = next[0]; z[3] = next[1];
+          } else {
+            z[0] = cur[3]; z[1] = next[0]; z[2] = next[1]; z[3] = next[2];
+          }
+        }
+      }
       if (vec && i + 4 <= end) {
         Vec4<T> pv = *reinterpret_cast<const Vec4<T>*>(p + i);
         const Vec4<T> gv = *reinterpret_cast<const Vec4<T>*>(g + i);

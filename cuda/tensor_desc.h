@@ -12,13 +12,15 @@ namespace cuda {
 enum class Dtype { kFloat32, kFloat64, kFloat16, kBFloat16 };
 
 // Up to NLISTS pointers to equal-size arrays (param, grad, buffer...), the
-// element count and the noise stream (param id, step) of one tensor.
+// element count, the noise stream (param id, step) and the global index of the
+// first element (non-zero for a shard) of one tensor.
 template <int NLISTS>
 struct TensorDesc {
   void* ptr[NLISTS];
   int64_t numel;
   uint32_t stream_id;
   uint32_t step;
+  int64_t offset;
 };
 
 }  // namespace cuda

@@ -89,19 +89,19 @@ def philox_normal(seed: int, n: int, *, offset: int = 0, stream: int = 0, step: 
 
 @torch.library.register_fake("pybayes::sgld_")
 def _sgld_fake(params, grads, param_ids, steps, lr, weight_decay, temperature, num_data, seed,
-               maximize, grad_scale=None, found_inf=None):
+               maximize, grad_scale=None, found_inf=None, offsets=None):
     return None
 
 
 @torch.library.register_fake("pybayes::sghmc_")
 def _sghmc_fake(params, grads, momentum_buffers, param_ids, steps, lr, momentum, weight_decay,
-                temperature, num_data, seed, maximize, grad_scale=None, found_inf=None):
+                temperature, num_data, seed, maximize, grad_scale=None, found_inf=None, offsets=None):
     return None
 
 
 @torch.library.register_fake("pybayes::psgld_")
 def _psgld_fake(params, grads, square_avgs, param_ids, steps, lr, alpha, eps, weight_decay,
-                temperature, num_data, seed, maximize, grad_scale=None, found_inf=None):
+                temperature, num_data, seed, maximize, grad_scale=None, found_inf=None, offsets=None):
     return None
 
 

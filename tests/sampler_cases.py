@@ -20,10 +20,12 @@ def hyper(kind, lr=0.05, temperature=1.0, num_data=100.0, weight_decay=0.01, max
     return h
 
 
-def call_op(kind, params, grads, bufs, ids, steps, h, seed, grad_scale=None, found_inf=None):
+def call_op(kind, params, grads, bufs, ids, steps, h, seed, grad_scale=None, found_inf=None,
+            offsets=None):
     op = getattr(torch.ops.pybayes, KINDS[kind])
     s = ops.seed_to_int64(seed)
-    common = (h["weight_decay"], h["temperature"], h["num_data"], s, h["maximize"], grad_scale, found_inf)
+    common = (h["weight_decay"], h["temperature"], h["num_data"], s, h["maximize"], grad_scale,
+              found_inf, offsets)
     if kind == "l":
         op(params, grads, ids, steps, h["lr"], *common)
     elif kind == "h":

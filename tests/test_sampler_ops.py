@@ -65,6 +65,28 @@ def test_noise_is_the_philox_stream_bitwise():
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=requires_cuda)])
+def test_a_shard_with_an_offset_gets_the_noise_of_its_global_indices(kind, device):
+    """FSDP2 contract: updating a slice [o, o+n) of a parameter with offsets=[o]
+    gives exactly the slice of the update of the whole parameter."""
+    h = hyper(kind)
+    params, grads, bufs = make_tensors([5000], torch.float32, device=device, kind=kind)
+    full_p, full_b = clone_all(params, bufs)
+    call_op(kind, full_p, grads, full_b, [3], [7], h, 21)
+    for o, n in ((1, 100), (3, 998), (4, 4), (255, 1000), (256, 300), (1001, 3999)):
+        sp = [params[0][o:o + n].clone()]
+        sb = [bufs[0][o:o + n].clone()] if kind != "l" else []
+        call_op(kind, sp, [grads[0][o:o + n].contiguous()], sb, [3], [7], h, 21, offsets=[o])
+        assert torch.equal(sp[0], full_p[0][o:o + n]), (o, n)
+        rp = [params[0][o:o + n].clone()]
+        rb = [bufs[0][o:o + n].clone()] if kind != "l" else []
+        step_reference(kind, rp, [grads[0][o:o + n]], rb, [3], [7], h, 21, None, [o])
+        torch.testing.assert_close(rp[0], sp[0], **TOL[torch.float32])
+    with pytest.raises(RuntimeError, match="offsets"):
+        call_op(kind, full_p, grads, full_b, [3], [7], h, 21, offsets=[-1])
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
 def test_found_inf_changes_nothing(kind):
     h = hyper(kind)
     params, grads, bufs = make_tensors([100, 7], torch.float32, kind=kind)
@@ -101,7 +123,7 @@ def test_opcheck(kind):
     params, grads, bufs = make_tensors([33, 4097], torch.float32, kind=kind)
     op = getattr(torch.ops.pybayes, KINDS[kind])
     s = 11
-    tail = (h["weight_decay"], h["temperature"], h["num_data"], s, h["maximize"], None, None)
+    tail = (h["weight_decay"], h["temperature"], h["num_data"], s, h["maximize"], None, None, [0, 5])
     if kind == "l":
         args = (params, grads, [0, 1], [0, 0], h["lr"], *tail)
     elif kind == "h":

@@ -101,13 +101,20 @@ inline void check_amp(const char* op, const at::Device& device,
   }
 }
 
+// Global element index of a tensor's first element (a shard of a larger
+// parameter, FSDP2): its noise is that of the elements' global indices.
+inline int64_t offset_of(at::OptionalIntArrayRef offsets, size_t i) {
+  return offsets.has_value() ? (*offsets)[i] : 0;
+}
+
 // All checks of one sampler call (kind 'l' SGLD, 'h' SGHMC, 'p' pSGLD);
 // returns false when there is nothing to update.
 inline bool check_sampler_call(char kind, const char* op, at::TensorList params,
                                at::TensorList grads, at::TensorList bufs, at::IntArrayRef ids,
                                at::IntArrayRef steps, const SamplerHyper& h,
                                const c10::optional<at::Tensor>& grad_scale,
-                               const c10::optional<at::Tensor>& found_inf) {
+                               const c10::optional<at::Tensor>& found_inf,
+                               at::OptionalIntArrayRef offsets) {
   std::vector<at::TensorList> buffers;
   std::vector<const char*> names;
   if (kind != 'l') {
@@ -116,6 +123,12 @@ inline bool check_sampler_call(char kind, const char* op, at::TensorList params,
   }
   check_tensor_lists(op, params, grads, buffers, names, ids, steps);
   check_hyper(op, h, kind == 'h', kind == 'p');
+  if (offsets.has_value()) {
+    TORCH_CHECK(offsets->size() == params.size(), op, ": offsets has ", offsets->size(),
+                " entries, params has ", params.size());
+    for (size_t i = 0; i < offsets->size(); ++i)
+      TORCH_CHECK((*offsets)[i] >= 0, op, ": offsets[", i, "] must be >= 0, got ", (*offsets)[i]);
+  }
   if (params.empty()) return false;
   check_amp(op, params[0].device(), grad_scale, found_inf);
   return true;

@@ -68,15 +68,18 @@ void for_each_tile(at::TensorList params, Fn fn) {
 // sampler's element rule in acc_t. The flags that are uniform over a call
 // (weight decay, noise) are branches the compiler hoists out of the loop.
 template <char Kind, typename T>
-void run_chunk(const PhiloxStream& s, bool noisy, int64_t c, int64_t numel, T* __restrict p,
+void run_chunk(const PhiloxStream& s, bool noisy, int64_t offset, int64_t c, int64_t numel,
+               T* __restrict p,
                const T* __restrict g, T* __restrict buf, acc_type_t<T> gmul,
                const SamplerCoefs<acc_type_t<T>>& k) {
   using acc_t = acc_type_t<T>;
   const int64_t b = c * kNoiseChunk;
   const int64_t n = std::min(numel - b, kNoiseChunk);
   alignas(64) float z[kNoiseChunk];
-  if (noisy) {
+  if (noisy && offset == 0) {
     normal_chunk(s, static_cast<uint64_t>(c), z);
+  } else if (noisy) {  // a shard: the noise of its elements' global indices
+    normal_range(s, static_cast<uint64_t>(offset + b), static_cast<uint64_t>(offset + b + n), z);
   } else {
     std::fill(z, z + kNoiseChunk, 0.0f);
   }
@@ -103,8 +106,10 @@ template <char Kind>
 void sampler_step_cpu(const char* op, at::TensorList params, at::TensorList grads,
                       at::TensorList bufs, at::IntArrayRef ids, at::IntArrayRef steps,
                       const SamplerHyper& h, int64_t seed, const OptTensor& grad_scale,
-                      const OptTensor& found_inf) {
-  if (!check_sampler_call(Kind, op, params, grads, bufs, ids, steps, h, grad_scale, found_inf)) return;
+                      const OptTensor& found_inf, at::OptionalIntArrayRef offsets) {
+  if (!check_sampler_call(Kind, op, params, grads, bufs, ids, steps, h, grad_scale, found_inf,
+                          offsets))
+    return;
   const AmpState amp = read_amp(grad_scale, found_inf);
   if (amp.skip) return;  // AMP overflow: nothing changes, no randomness used
 
@@ -122,7 +127,7 @@ void sampler_step_cpu(const char* op, at::TensorList params, at::TensorList grad
       const scalar_t* g = grads[t].data_ptr<scalar_t>();
       scalar_t* buf = Kind == 'l' ? nullptr : bufs[t].data_ptr<scalar_t>();
       for (int64_t c = c0; c < c1; ++c)
-        run_chunk<Kind, scalar_t>(s, noisy, c, pt.numel(), p, g, buf, gmul, k);
+        run_chunk<Kind, scalar_t>(s, noisy, offset_of(offsets, t), c, pt.numel(), p, g, buf, gmul, k);
     });
   });
 }
@@ -130,26 +135,28 @@ void sampler_step_cpu(const char* op, at::TensorList params, at::TensorList grad
 void sgld_cpu(at::TensorList params, at::TensorList grads, at::IntArrayRef ids,
               at::IntArrayRef steps, double lr, double weight_decay, double temperature,
               double num_data, int64_t seed, bool maximize, const OptTensor& grad_scale,
-              const OptTensor& found_inf) {
+              const OptTensor& found_inf, at::OptionalIntArrayRef offsets) {
   const SamplerHyper h{lr, weight_decay, 0.0, 0.0, temperature, num_data, maximize};
-  sampler_step_cpu<'l'>("sgld_", params, grads, {}, ids, steps, h, seed, grad_scale, found_inf);
+  sampler_step_cpu<'l'>("sgld_", params, grads, {}, ids, steps, h, seed, grad_scale, found_inf, offsets);
 }
 
 void sghmc_cpu(at::TensorList params, at::TensorList grads, at::TensorList bufs,
                at::IntArrayRef ids, at::IntArrayRef steps, double lr, double momentum,
                double weight_decay, double temperature, double num_data, int64_t seed,
-               bool maximize, const OptTensor& grad_scale, const OptTensor& found_inf) {
+               bool maximize, const OptTensor& grad_scale, const OptTensor& found_inf,
+               at::OptionalIntArrayRef offsets) {
   const SamplerHyper h{lr, weight_decay, momentum, 0.0, temperature, num_data, maximize};
-  sampler_step_cpu<'h'>("sghmc_", params, grads, bufs, ids, steps, h, seed, grad_scale, found_inf);
+  sampler_step_cpu<'h'>("sghmc_", params, grads, bufs, ids, steps, h, seed, grad_scale, found_inf, offsets);
 }
 
 void psgld_cpu(at::TensorList params, at::TensorList grads, at::TensorList square_avgs,
                at::IntArrayRef ids, at::IntArrayRef steps, double lr, double alpha, double eps,
                double weight_decay, double temperature, double num_data, int64_t seed,
-               bool maximize, const OptTensor& grad_scale, const OptTensor& found_inf) {
+               bool maximize, const OptTensor& grad_scale, const OptTensor& found_inf,
+               at::OptionalIntArrayRef offsets) {
   const SamplerHyper h{lr, weight_decay, alpha, eps, temperature, num_data, maximize};
   sampler_step_cpu<'p'>("psgld_", params, grads, square_avgs, ids, steps, h, seed, grad_scale,
-                   found_inf);
+                   found_inf, offsets);
 }
 
 }  // namespace
@@ -158,17 +165,17 @@ TORCH_LIBRARY_FRAGMENT(pybayes, m) {
   m.def(
       "sgld_(Tensor(a!)[] params, Tensor[] grads, int[] param_ids, int[] steps, float lr, "
       "float weight_decay, float temperature, float num_data, int seed, bool maximize, "
-      "Tensor? grad_scale=None, Tensor? found_inf=None) -> ()");
+      "Tensor? grad_scale=None, Tensor? found_inf=None, int[]? offsets=None) -> ()");
   m.def(
       "sghmc_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] momentum_buffers, "
       "int[] param_ids, int[] steps, float lr, float momentum, float weight_decay, "
       "float temperature, float num_data, int seed, bool maximize, Tensor? grad_scale=None, "
-      "Tensor? found_inf=None) -> ()");
+      "Tensor? found_inf=None, int[]? offsets=None) -> ()");
   m.def(
       "psgld_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] square_avgs, int[] param_ids, "
       "int[] steps, float lr, float alpha, float eps, float weight_decay, float temperature, "
       "float num_data, int seed, bool maximize, Tensor? grad_scale=None, "
-      "Tensor? found_inf=None) -> ()");
+      "Tensor? found_inf=None, int[]? offsets=None) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(pybayes, CPU, m) {

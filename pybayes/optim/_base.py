@@ -39,6 +39,38 @@ def _fused_devices():
     return kinds
 
 
+def _is_dtensor(t) -> bool:
+    return type(t).__name__ == "DTensor" and hasattr(t, "to_local")
+
+
+def local(t):
+    """The tensor a kernel updates: a DTensor's local shard, else the tensor."""
+    return t.to_local() if _is_dtensor(t) else t
+
+
+def global_offset(p) -> int:
+    """Global index of the first element of p's local shard (0 unless p is a
+    DTensor sharded on dim 0, as FSDP2 does), so a shard draws the noise of its
+    elements' global indices and sharding never changes the trajectory."""
+    if not _is_dtensor(p):
+        return 0
+    from torch.distributed.tensor import Replicate, Shard
+    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
+    for pl in p.placements:
+        if not (isinstance(pl, Replicate) or (isinstance(pl, Shard) and pl.dim == 0)):
+            raise RuntimeError(
+                "pybayes samplers support DTensor parameters that are replicated or sharded on "
+                f"dim 0 (FSDP2); got placements {tuple(p.placements)}")
+    _, offset = compute_local_shape_and_global_offset(p.shape, p.device_mesh, p.placements)
+    if p.dim() == 0:
+        return 0
+    row = 1
+    for n in p.shape[1:]:
+        row *= int(n)
+    return int(offset[0]) * row
+
+
 def resolve_seed(seed: Optional[int]) -> int:
     """A user seed, or one draw from torch's default generator; under
     torch.distributed the drawn seed is rank 0's, so replicas cannot diverge."""
@@ -175,34 +207,38 @@ class SamplerBase(Optimizer):
         fused = group["fused"]
         by_device: Dict[torch.device, list] = {}
         for p, pid in items:
-            by_device.setdefault(p.device, []).append((p, pid))
+            by_device.setdefault(local(p).device, []).append((p, pid))
         for device, its in by_device.items():
             use_fused = fused if fused is not None else device.type in _fused_devices()
             if use_fused and device.type not in _fused_devices():
                 raise RuntimeError(f"fused=True but pybayes has no {device.type} kernel "
                                    f"(build info: {ops.build_info()['note']}); use fused=None")
-            params = [p for p, _ in its]
-            grads = [p.grad if p.grad.is_contiguous() else p.grad.contiguous() for p in params]
+            owners = [p for p, _ in its]
+            params = [local(p) for p in owners]
+            grads = [local(p.grad) for p in owners]
+            grads = [g if g.is_contiguous() else g.contiguous() for g in grads]
+            offsets = [global_offset(p) for p in owners]
             bufs = []
-            for p in params:
+            for p in owners:
                 state = self.state[p]
                 if not state:
                     state["step"] = 0
                     if self._buffer is not None:
                         state[self._buffer] = torch.zeros_like(p, memory_format=torch.contiguous_format)
                 if self._buffer is not None:
-                    bufs.append(state[self._buffer])
-            steps = [int(self.state[p]["step"]) for p in params]
+                    bufs.append(local(state[self._buffer]))
+            steps = [int(self.state[p]["step"]) for p in owners]
             ids = [pid for _, pid in its]
+            offsets = offsets if any(offsets) else None
             gs = None if grad_scale is None else grad_scale.to(device=device, dtype=torch.float32).reshape(1)
             fi = None if found_inf is None else found_inf.to(device=device, dtype=torch.float32).reshape(1)
             if use_fused:
-                self._fused_op(params, grads, bufs, ids, steps, h, group["seed"], gs, fi)
+                self._fused_op(params, grads, bufs, ids, steps, h, group["seed"], gs, fi, offsets)
             else:
                 step_reference(self._kind, params, grads, bufs, ids, steps, h, group["seed"],
-                               None if gs is None else float(gs.item()))
-            for p in params:
+                               None if gs is None else float(gs.item()), offsets)
+            for p in owners:
                 self.state[p]["step"] = int(self.state[p]["step"]) + 1
 
-    def _fused_op(self, params, grads, bufs, ids, steps, h, seed, grad_scale, found_inf):
+    def _fused_op(self, params, grads, bufs, ids, steps, h, seed, grad_scale, found_inf, offsets):
         raise NotImplementedError  # each sampler calls its own op

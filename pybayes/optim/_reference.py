@@ -19,8 +19,8 @@ def _acc(t: torch.Tensor) -> torch.Tensor:
     return t if t.dtype in (torch.float32, torch.float64) else t.float()
 
 
-def _noise(p, seed, pid, step):
-    z = ops.philox_normal(seed, p.numel(), stream=pid, step=step, device=p.device)
+def _noise(p, seed, pid, step, offset):
+    z = ops.philox_normal(seed, p.numel(), offset=offset, stream=pid, step=step, device=p.device)
     return z.view(p.shape).to(torch.float64 if p.dtype == torch.float64 else torch.float32)
 
 
@@ -35,9 +35,11 @@ def _effective_grad(p, g, h, inv_scale):
     return g
 
 
-def step_reference(kind, params, grads, buffers, param_ids, steps, h, seed, grad_scale=None):
+def step_reference(kind, params, grads, buffers, param_ids, steps, h, seed, grad_scale=None,
+                   offsets=None):
     """One step over a list of tensors; ``kind`` is 'l' (SGLD), 'h' (SGHMC) or
-    'p' (pSGLD); ``buffers`` are momentum buffers or square averages."""
+    'p' (pSGLD); ``buffers`` are momentum buffers or square averages;
+    ``offsets[i]`` is the global index of tensor i's first element (shards)."""
     inv_scale = None if grad_scale is None else 1.0 / float(grad_scale)
     coef = noise_coefficient(kind, h)
     for i, (p, g, pid, step) in enumerate(zip(params, grads, param_ids, steps)):
@@ -45,7 +47,7 @@ def step_reference(kind, params, grads, buffers, param_ids, steps, h, seed, grad
             continue
         theta = _acc(p)
         g = _effective_grad(p, g, h, inv_scale)
-        z = _noise(p, seed, pid, step) if coef != 0 else None
+        z = _noise(p, seed, pid, step, offsets[i] if offsets else 0) if coef != 0 else None
         if kind == "l":
             upd = g * h["lr"]
             if z is not None:

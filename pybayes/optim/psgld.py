@@ -41,7 +41,7 @@ class PSGLD(SamplerBase):
         if _value(group["eps"]) == 0:
             raise ValueError("eps must be > 0, got 0")
 
-    def _fused_op(self, params, grads, bufs, ids, steps, h, seed, grad_scale, found_inf):
+    def _fused_op(self, params, grads, bufs, ids, steps, h, seed, grad_scale, found_inf, offsets):
         torch.ops.pybayes.psgld_(params, grads, bufs, ids, steps, h["lr"], h["alpha"], h["eps"],
                                  h["weight_decay"], h["temperature"], h["num_data"],
-                                 ops.seed_to_int64(seed), h["maximize"], grad_scale, found_inf)
+                                 ops.seed_to_int64(seed), h["maximize"], grad_scale, found_inf, offsets)

@@ -40,7 +40,7 @@ class SGHMC(SamplerBase):
         if not _value(group["momentum"]) < 1:
             raise ValueError(f"momentum must be in [0, 1), got {_value(group['momentum'])}")
 
-    def _fused_op(self, params, grads, bufs, ids, steps, h, seed, grad_scale, found_inf):
+    def _fused_op(self, params, grads, bufs, ids, steps, h, seed, grad_scale, found_inf, offsets):
         torch.ops.pybayes.sghmc_(params, grads, bufs, ids, steps, h["lr"], h["momentum"],
                                  h["weight_decay"], h["temperature"], h["num_data"],
-                                 ops.seed_to_int64(seed), h["maximize"], grad_scale, found_inf)
+                                 ops.seed_to_int64(seed), h["maximize"], grad_scale, found_inf, offsets)

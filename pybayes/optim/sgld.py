@@ -40,7 +40,7 @@ class SGLD(SamplerBase):
                         weight_decay=weight_decay, maximize=maximize)
         super().__init__(params, defaults, seed, fused)
 
-    def _fused_op(self, params, grads, bufs, ids, steps, h, seed, grad_scale, found_inf):
+    def _fused_op(self, params, grads, bufs, ids, steps, h, seed, grad_scale, found_inf, offsets):
         torch.ops.pybayes.sgld_(params, grads, ids, steps, h["lr"], h["weight_decay"],
                                 h["temperature"], h["num_data"], ops.seed_to_int64(seed),
-                                h["maximize"], grad_scale, found_inf)
+                                h["maximize"], grad_scale, found_inf, offsets)

@@ -19,8 +19,10 @@ using OptTensor = c10::optional<at::Tensor>;
 void sampler_step_cuda(char kind, const char* op, at::TensorList params, at::TensorList grads,
                        at::TensorList bufs, at::IntArrayRef ids, at::IntArrayRef steps,
                        const SamplerHyper& h, int64_t seed, const OptTensor& grad_scale,
-                       const OptTensor& found_inf) {
-  if (!check_sampler_call(kind, op, params, grads, bufs, ids, steps, h, grad_scale, found_inf)) return;
+                       const OptTensor& found_inf, at::OptionalIntArrayRef offsets) {
+  if (!check_sampler_call(kind, op, params, grads, bufs, ids, steps, h, grad_scale, found_inf,
+                          offsets))
+    return;
 
   const c10::cuda::CUDAGuard guard(params[0].device());
   const SamplerCoefs<double> c = make_coefs<double>(h, kind);
@@ -49,6 +51,7 @@ void sampler_step_cuda(char kind, const char* op, at::TensorList params, at::Ten
       d.numel = params[i].numel();
       d.stream_id = static_cast<uint32_t>(ids[i]);
       d.step = static_cast<uint32_t>(steps[i]);
+      d.offset = offset_of(offsets, i);
       group.push_back(d);
     }
     if (group.empty()) continue;
@@ -61,26 +64,28 @@ void sampler_step_cuda(char kind, const char* op, at::TensorList params, at::Ten
 void sgld_cuda(at::TensorList params, at::TensorList grads, at::IntArrayRef ids,
                at::IntArrayRef steps, double lr, double weight_decay, double temperature,
                double num_data, int64_t seed, bool maximize, const OptTensor& grad_scale,
-               const OptTensor& found_inf) {
+               const OptTensor& found_inf, at::OptionalIntArrayRef offsets) {
   const SamplerHyper h{lr, weight_decay, 0.0, 0.0, temperature, num_data, maximize};
-  sampler_step_cuda('l', "sgld_", params, grads, {}, ids, steps, h, seed, grad_scale, found_inf);
+  sampler_step_cuda('l', "sgld_", params, grads, {}, ids, steps, h, seed, grad_scale, found_inf, offsets);
 }
 
 void sghmc_cuda(at::TensorList params, at::TensorList grads, at::TensorList bufs,
                 at::IntArrayRef ids, at::IntArrayRef steps, double lr, double momentum,
                 double weight_decay, double temperature, double num_data, int64_t seed,
-                bool maximize, const OptTensor& grad_scale, const OptTensor& found_inf) {
+                bool maximize, const OptTensor& grad_scale, const OptTensor& found_inf,
+                at::OptionalIntArrayRef offsets) {
   const SamplerHyper h{lr, weight_decay, momentum, 0.0, temperature, num_data, maximize};
-  sampler_step_cuda('h', "sghmc_", params, grads, bufs, ids, steps, h, seed, grad_scale, found_inf);
+  sampler_step_cuda('h', "sghmc_", params, grads, bufs, ids, steps, h, seed, grad_scale, found_inf, offsets);
 }
 
 void psgld_cuda(at::TensorList params, at::TensorList grads, at::TensorList square_avgs,
                 at::IntArrayRef ids, at::IntArrayRef steps, double lr, double alpha, double eps,
                 double weight_decay, double temperature, double num_data, int64_t seed,
-                bool maximize, const OptTensor& grad_scale, const OptTensor& found_inf) {
+                bool maximize, const OptTensor& grad_scale, const OptTensor& found_inf,
+                at::OptionalIntArrayRef offsets) {
   const SamplerHyper h{lr, weight_decay, alpha, eps, temperature, num_data, maximize};
   sampler_step_cuda('p', "psgld_", params, grads, square_avgs, ids, steps, h, seed, grad_scale,
-                    found_inf);
+                    found_inf, offsets);
 }
 
 }  // namespace
