@@ -1,4 +1,4 @@
-"""Command line: ``python -m pybayes {info,test,bench}``."""
+"""Command line: ``python -m pybayes {info,test,bench,demo}``."""
 
 from __future__ import annotations
 
@@ -16,6 +16,11 @@ def main(argv=None) -> int:
                        help="benchmarks from the source checkout: same as python bench/run.py "
                             "[ops|thermo|all] --device cpu|cuda [--quick] (bench --help for all options)")
     b.add_argument("bench_args", nargs=argparse.REMAINDER)
+    from .demo.run import add_arguments as add_demo_arguments
+
+    d = sub.add_parser("demo", help="the main job: Bayesian deep learning on the digits data (4 methods, "
+                                    "calibration, OOD, plots) and the thermodynamic chip; needs the [demo] extra")
+    add_demo_arguments(d)
     raw = sys.argv[1:] if argv is None else list(argv)
     if raw and raw[0] == "bench":  # everything after "bench" goes to bench/run.py verbatim
         from ._bench import main as bench_main
@@ -26,6 +31,13 @@ def main(argv=None) -> int:
         from ._info import main as info_main
 
         return info_main()
+    if args.command == "demo":
+        from .demo.run import run_args
+
+        if extra:
+            parser.error(f"demo: unrecognized arguments: {' '.join(extra)}")
+
+        return run_args(args)
     if args.command == "test":
         from ._selftest import main as test_main
 
