@@ -250,6 +250,13 @@ def test_bad_step_inputs_modify_nothing():
     with pytest.raises(RuntimeError, match="complex"):
         opt.step()
     assert torch.equal(good.detach(), before)
+    # a bad gradient in a later group: the first group is not updated either
+    other = nn.Parameter(torch.zeros(4))
+    opt = SGLD([{"params": [good]}, {"params": [other]}], lr=0.1, num_data=10)
+    other.grad = torch.zeros(4, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match="does not match its parameter"):
+        opt.step()
+    assert torch.equal(good.detach(), before) and len(opt.state) == 0
     # a group's temperature set to an invalid value between steps: caught before any update
     opt = SGLD([good], lr=0.1, num_data=10)
     opt.param_groups[0]["temperature"] = -1.0

@@ -164,6 +164,7 @@ class SamplerBase(Optimizer):
     @torch.no_grad()
     def step(self, closure=None):
         """One sampler step. Parameters whose ``grad`` is None are skipped.
+        Every group and gradient is validated before any parameter changes.
         Under ``torch.amp.GradScaler`` a step whose gradients overflowed changes
         nothing (parameters, buffers, step counters) and draws no noise."""
         loss = None
@@ -198,6 +199,13 @@ class SamplerBase(Optimizer):
             if not p.is_contiguous():
                 raise RuntimeError(f"{type(self).__name__} needs contiguous parameters "
                                    f"(got shape {tuple(p.shape)} with strides {p.stride()})")
+            if g.dtype != p.dtype or g.shape != p.shape or g.device != p.device:
+                raise RuntimeError(f"{type(self).__name__}: a gradient ({g.dtype}, {tuple(g.shape)}, "
+                                   f"{g.device}) does not match its parameter ({p.dtype}, "
+                                   f"{tuple(p.shape)}, {p.device})")
+            if group["fused"] and local(p).device.type not in _fused_devices():
+                raise RuntimeError(f"fused=True but pybayes has no {local(p).device.type} kernel "
+                                   f"(build info: {ops.build_info()['note']}); use fused=None")
             items.append((p, pid))
         return items
 
@@ -210,9 +218,6 @@ class SamplerBase(Optimizer):
             by_device.setdefault(local(p).device, []).append((p, pid))
         for device, its in by_device.items():
             use_fused = fused if fused is not None else device.type in _fused_devices()
-            if use_fused and device.type not in _fused_devices():
-                raise RuntimeError(f"fused=True but pybayes has no {device.type} kernel "
-                                   f"(build info: {ops.build_info()['note']}); use fused=None")
             owners = [p for p, _ in its]
             params = [local(p) for p in owners]
             grads = [local(p.grad) for p in owners]
