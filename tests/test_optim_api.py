@@ -253,6 +253,7 @@ def test_bad_step_inputs_modify_nothing():
     # a bad gradient in a later group: the first group is not updated either
     other = nn.Parameter(torch.zeros(4))
     opt = SGLD([{"params": [good]}, {"params": [other]}], lr=0.1, num_data=10)
+    other.grad_dtype = None  # torch would refuse a float64 grad otherwise
     other.grad = torch.zeros(4, dtype=torch.float64)
     with pytest.raises(RuntimeError, match="does not match its parameter"):
         opt.step()
