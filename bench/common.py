@@ -15,6 +15,7 @@ Methodology (DESIGN.md §6):
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import math
@@ -22,6 +23,7 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence
@@ -81,6 +83,21 @@ def time_fn(fn: Callable[[], object], device: str, repeats: int, warmup: int = 2
 # ---------------------------------------------------------------------------
 # memory
 
+@contextlib.contextmanager
+def _stderr_to_devnull():
+    """Silences file descriptor 2 (the profiler's C++ start/stop log lines,
+    which would break the progress bar) for the duration of the block."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 CUDA_MEMORY_METHOD = "torch.cuda.max_memory_allocated during one step minus memory_allocated before"
 CPU_MEMORY_METHOD = ("bytes allocated by torch's CPU allocator during one step (torch.profiler "
                      "profile_memory); an upper bound of the extra peak, exact when 0")
@@ -103,7 +120,7 @@ def step_memory(fn: Callable[[], object], device: str) -> Dict[str, object]:
                 "mem_method": "cuda"}
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with _stderr_to_devnull(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     # each allocation is attributed to every enclosing op; "self" memory
     # counts it once, in the innermost op that made it

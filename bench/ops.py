@@ -592,16 +592,49 @@ def targets(rows: List[dict], device: str) -> List[Tuple[str, str, str]]:
     return out
 
 
+def summary_size(rows: List[dict], device: str) -> Optional[int]:
+    """The size of the summary table: 1e7 on CPU, 1e8 on CUDA, else the largest run."""
+    sizes = sorted({r["size"] for r in rows})
+    want = 10**7 if device == "cpu" else 10**8
+    return want if want in sizes else (sizes[-1] if sizes else None)
+
+
+def summary_markdown(rows: List[dict], device: str, heading: str = "## Summary") -> str:
+    """One row per op and method at the summary size, fp32, both layouts."""
+    size = summary_size(rows, device)
+    sel = [r for r in rows if r["size"] == size and r["dtype"] == "fp32"]
+    if not sel:
+        return ""
+    table = []
+    for r in sel:
+        if r["status"] != "ok":
+            table.append((r["op"], r["layout"], r["method"], f"{r['status']}: {r['reason']}", "—", "—", "—", "—"))
+            continue
+        mem = common.fmt_bytes(r["extra_mem_bytes"]) if "extra_mem_bytes" in r else "—"
+        table.append((r["op"], r["layout"], r["method"], common.fmt_seconds(r["median_s"]), f"{r['gbps']:.1f}",
+                      f"{100 * r['copy_fraction']:.0f}%",
+                      f"{r['time_vs_pybayes']:.2f}" if r.get("time_vs_pybayes") else "—", mem))
+    return "\n".join([f"{heading} at {common.fmt_count(size)} elements, fp32 "
+                      "(one tensor; many = a transformer's 196 tensors)", "",
+                      common.markdown_table(["op", "layout", "method", "time/step", "GB/s", "% copy",
+                                             "× pybayes", "extra mem"], table)])
+
+
 def markdown(rows: List[dict], env: Dict, device: str) -> str:
     parts = [f"# pybayes op microbenchmarks — {device}", "", common.env_markdown(env), ""]
     parts += ["Time per step is the median over the repeats; bytes are counted by hand "
               "(see `bench/ops.py`); GB/s = bytes / time; \"% copy\" = GB/s over the bandwidth of "
               "`dst.copy_(src)` of the same byte count measured in the same run; \"× pybayes\" = "
-              "time / time of the pybayes fused row. Extra memory: "
+              "time / time of the pybayes fused row. On the CPU, `copy_` writes a separate buffer and pays a "
+              "read-for-ownership of it, while the in-place updates read every line they write, so a "
+              "fraction above 100% is possible there. Extra memory: "
               + (common.CUDA_MEMORY_METHOD if device == "cuda" else common.CPU_MEMORY_METHOD) + ".", ""]
     tg = targets(rows, device)
     if tg:
         parts += ["## Targets", "", common.markdown_table(["target", "measured", "verdict"], tg), ""]
+    summary = summary_markdown(rows, device)
+    if summary:
+        parts += [summary, ""]
     for op in OPS:
         sel = [r for r in rows if r["op"] == op]
         if not sel:

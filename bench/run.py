@@ -94,16 +94,32 @@ def run_ops(args, out: Path, progress) -> Path:
     env["wall_s"] = round(time.perf_counter() - t0, 1)
     env["memory_method"] = common.CUDA_MEMORY_METHOD if args.device == "cuda" else common.CPU_MEMORY_METHOD
     env["torch_threads_at_end"] = torch.get_num_threads()
-    common.write_json(out / "ops.json", {"env": env, "config": {k: v for k, v in resolved.__dict__.items()},
-                                         "targets": bops.targets(rows, args.device), "rows": rows})
-    md = bops.markdown(rows, env, args.device)
-    png = out / "ops.png"
-    if bops.plot(rows, png, args.device):
+    write_ops(out, args.device, env, dict(resolved.__dict__), rows)
+    return out / "ops.md"
+
+
+def write_ops(out: Path, device: str, env: dict, config: dict, rows: list) -> None:
+    """ops.json, ops.md and (with matplotlib) ops.png; ``rewrite_ops`` redoes
+    the Markdown and plot of a recorded run from its JSON."""
+    from bench import common
+    from bench import ops as bops
+
+    common.write_json(out / "ops.json", {"env": env, "config": config,
+                                         "targets": bops.targets(rows, device), "rows": rows})
+    md = bops.markdown(rows, env, device)
+    if bops.plot(rows, out / "ops.png", device):
         md += "\n![GB/s against size](ops.png)\n"
     else:
         md += "\n(no plot: matplotlib is not installed)\n"
     (out / "ops.md").write_text(md)
-    return out / "ops.md"
+
+
+def rewrite_ops(out) -> None:
+    import json
+
+    out = Path(out)
+    payload = json.loads((out / "ops.json").read_text())
+    write_ops(out, payload["env"]["device"], payload["env"], payload["config"], payload["rows"])
 
 
 def run_thermo(args, out: Path, progress) -> list:
