@@ -218,22 +218,24 @@ class SamplerBase(Optimizer):
             by_device.setdefault(local(p).device, []).append((p, pid))
         for device, its in by_device.items():
             use_fused = fused if fused is not None else device.type in _fused_devices()
-            owners = [p for p, _ in its]
-            params = [local(p) for p in owners]
-            grads = [local(p.grad) for p in owners]
-            grads = [g if g.is_contiguous() else g.contiguous() for g in grads]
-            offsets = [global_offset(p) for p in owners]
-            bufs = []
-            for p in owners:
+            params, grads, bufs, ids, steps, offsets, states = [], [], [], [], [], [], []
+            for p, pid in its:  # one pass: this loop is the step's Python overhead
+                sharded = _is_dtensor(p)
+                g = p.grad.to_local() if sharded else p.grad
                 state = self.state[p]
                 if not state:
                     state["step"] = 0
                     if self._buffer is not None:
                         state[self._buffer] = torch.zeros_like(p, memory_format=torch.contiguous_format)
+                params.append(p.to_local() if sharded else p)
+                grads.append(g if g.is_contiguous() else g.contiguous())
                 if self._buffer is not None:
-                    bufs.append(local(state[self._buffer]))
-            steps = [int(self.state[p]["step"]) for p in owners]
-            ids = [pid for _, pid in its]
+                    buf = state[self._buffer]
+                    bufs.append(buf.to_local() if sharded else buf)
+                ids.append(pid)
+                steps.append(int(state["step"]))
+                offsets.append(global_offset(p) if sharded else 0)
+                states.append(state)
             offsets = offsets if any(offsets) else None
             gs = None if grad_scale is None else grad_scale.to(device=device, dtype=torch.float32).reshape(1)
             fi = None if found_inf is None else found_inf.to(device=device, dtype=torch.float32).reshape(1)
@@ -242,8 +244,8 @@ class SamplerBase(Optimizer):
             else:
                 step_reference(self._kind, params, grads, bufs, ids, steps, h, group["seed"],
                                None if gs is None else float(gs.item()), offsets)
-            for p in owners:
-                self.state[p]["step"] = int(self.state[p]["step"]) + 1
+            for state, step in zip(states, steps):
+                state["step"] = step + 1
 
     def _fused_op(self, params, grads, bufs, ids, steps, h, seed, grad_scale, found_inf, offsets):
         raise NotImplementedError  # each sampler calls its own op
