@@ -10,10 +10,11 @@ generalised Gauss-Newton plus the prior,
 
 a dense symmetric positive-definite matrix of size ``d = C (H+1)``; the
 posterior covariance is ``Sigma = P^-1``. The chip computes it with
-:func:`pybayes.thermo.inv`. The matrix is programmed in Jacobi-scaled form
+:func:`pybayes.thermo.inv`. The prior precision maximises the
+last-layer Laplace evidence. The matrix is programmed in Jacobi-scaled form
 ``A = D^-1/2 P D^-1/2 / s`` (``D = diag(P)``, ``s`` the largest eigenvalue of the
 scaled matrix, so the chip's fastest mode relaxes in one RC time constant and its
-ADC runs at one reading per ``tau``), and ``Sigma = D^-1/2 A^-1 D^-1/2 / s``.
+ADC reads every ``dt`` = 10 ``tau``), and ``Sigma = D^-1/2 A^-1 D^-1/2 / s``.
 The result is compared with ``numpy.linalg.inv`` (relative Frobenius error), and
 both covariances are used for last-layer Laplace predictions so the effect of
 the chip's error on the predictions is visible.
@@ -22,6 +23,7 @@ the chip's error on the predictions is visible.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,6 +45,8 @@ class ChipResult:
     condition_number_programmed: float   # of the Jacobi-scaled matrix the chip sees
     rel_error: float                     # |Sigma_chip - Sigma_numpy|_F / |Sigma_numpy|_F
     rel_stderr: float                    # the chip's own estimate of that error
+    tol: float
+    converged: bool
     chip_time_s: float                   # simulated physical seconds, total
     chip_time_parts: dict                # programming / burn_in / sampling / readout (s)
     chip_wall_s: float                   # wall time of the simulation on this machine
@@ -103,20 +107,55 @@ def _metrics(model, theta, cov, data, n_samples, seed):
             "brier": metrics.brier(probs, y), "auroc_epistemic": metrics.auroc_ood(epi, epi_ood)}
 
 
-def run_chip(model, data, prior_precision: float, *, seed: int, time_factor: float = 300.0,
-             n_pred_samples: int = 100, config_overrides=None) -> ChipResult:
-    """Build ``P``, invert it with numpy and on the chip, compare (see module docstring).
+def evidence_prior_precision(ggn_eigenvalues: np.ndarray, theta: np.ndarray, bounds=(1e-6, 1e8)) -> float:
+    """The prior precision maximising the last-layer Laplace evidence
+    ``-lambda/2 |theta|^2 + d/2 log lambda - 1/2 sum log(g_k + lambda)`` (``g_k`` the
+    GGN's eigenvalues): the root of its derivative in ``log lambda``, which is
+    decreasing, by bisection."""
+    g = np.clip(ggn_eigenvalues, 0.0, None)
+    sq, d = float(theta @ theta), theta.size
 
-    ``time_factor``: the averaging window in units of the slowest mode's time
-    constant (``time = time_factor / lambda_min``); the chip's error falls like
-    ``1/sqrt(time_factor)``."""
+    def deriv(s):
+        lam = np.exp(s)
+        return 0.5 * d - 0.5 * lam * sq - 0.5 * float(np.sum(lam / (g + lam)))
+
+    a, b = np.log(bounds[0]), np.log(bounds[1])
+    if deriv(a) <= 0:
+        return float(bounds[0])
+    if deriv(b) >= 0:
+        return float(bounds[1])
+    for _ in range(200):
+        m = 0.5 * (a + b)
+        if deriv(m) > 0:
+            a = m
+        else:
+            b = m
+    return float(np.exp(0.5 * (a + b)))
+
+
+def run_chip(model, data, *, seed: int, tol: float = 0.05, dt: float = 10.0, n_pred_samples: int = 100,
+             config_overrides=None) -> ChipResult:
+    """Build ``P`` (prior precision from the last-layer evidence), invert it with
+    numpy and on the chip, compare (see module docstring).
+
+    ``tol``: the chip runs until its own relative standard error of ``A^-1``
+    (Frobenius, batch means) is below ``tol``; a sample covariance of ``d``
+    variables needs about ``(d + 1) / tol^2`` independent readings, so the chip
+    time grows like ``d / tol^2`` slowest-mode time constants. ``dt``: ADC sample
+    interval in units of ``tau`` (10: a 100 kHz ADC for a 1 µs chip; the slow modes
+    that dominate the error decorrelate over ~1/lambda_min >> dt anyway)."""
     x_train = data.x_train
-    P, theta = last_layer_precision(model, x_train, prior_precision)
+    ggn, theta = last_layer_precision(model, x_train, 0.0)
+    prior_precision = evidence_prior_precision(np.linalg.eigvalsh(ggn), theta)
+    P = ggn + prior_precision * np.eye(ggn.shape[0])
     d = P.shape[0]
 
-    t0 = time.perf_counter()
-    sigma_ref = np.linalg.inv(P)
-    numpy_wall = time.perf_counter() - t0
+    walls = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        sigma_ref = np.linalg.inv(P)
+        walls.append(time.perf_counter() - t0)
+    numpy_wall = float(np.median(walls))
 
     dinv = 1.0 / np.sqrt(np.diag(P))
     scaled = P * dinv[:, None] * dinv[None, :]
@@ -124,12 +163,14 @@ def run_chip(model, data, prior_precision: float, *, seed: int, time_factor: flo
     s = float(ev[-1])
     A = scaled / s
     lam_min = float(ev[0]) / s
-    cfg_kw = dict(integrator="exact", dt=1.0, seed=seed, chip_seed=seed)
+    cfg_kw = dict(integrator="exact", dt=dt, seed=seed, chip_seed=seed)
     cfg_kw.update(config_overrides or {})
     cfg = thermo.ChipConfig(**cfg_kw)
     t0 = time.perf_counter()
-    a_inv, info = thermo.inv(A, time=time_factor / lam_min, burn_in=10.0 / lam_min, config=cfg,
-                             return_info=True)
+    cap = 50.0 * (d + 1) / tol ** 2 / lam_min
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # not converging within the cap is reported below
+        a_inv, info = thermo.inv(A, tol=tol, time=cap, burn_in=10.0 / lam_min, config=cfg, return_info=True)
     chip_wall = time.perf_counter() - t0
     sigma_chip = a_inv * dinv[:, None] * dinv[None, :] / s
     sigma_chip = 0.5 * (sigma_chip + sigma_chip.T)
@@ -145,7 +186,7 @@ def run_chip(model, data, prior_precision: float, *, seed: int, time_factor: flo
         d=d, hidden=model.head.in_features, n_classes=model.head.out_features,
         prior_precision=float(prior_precision),
         condition_number=float(ev_p[-1] / ev_p[0]), condition_number_programmed=float(ev[-1] / ev[0]),
-        rel_error=rel, rel_stderr=float(info.rel_stderr), chip_time_s=float(info.time_total),
+        rel_error=rel, rel_stderr=float(info.rel_stderr), tol=tol, converged=bool(info.converged), chip_time_s=float(info.time_total),
         chip_time_parts={"programming": info.time_programming, "burn_in": info.time_burn_in,
                          "sampling": info.time_sampling, "readout": info.time_readout},
         chip_wall_s=chip_wall, numpy_wall_s=numpy_wall, n_samples=int(info.n_samples),

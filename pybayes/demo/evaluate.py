@@ -48,7 +48,8 @@ def evaluate(result, data) -> Evaluation:
         "nll": metrics.nll(probs, y),
         "ece": metrics.ece(probs, y),
         "brier": metrics.brier(probs, y),
-        "auroc_epistemic": metrics.auroc_ood(epi_in, epi_ood),
+        # one parameter sample has no epistemic uncertainty: the column is undefined ("-")
+        "auroc_epistemic": metrics.auroc_ood(epi_in, epi_ood) if len(result.samples) > 1 else None,
         "auroc_total": metrics.auroc_ood(tot_in, tot_ood),
         "samples": len(result.samples),
         "train_seconds": result.train_seconds,
@@ -56,7 +57,8 @@ def evaluate(result, data) -> Evaluation:
     }
     for kind in np.unique(data.ood_kind):
         sel = torch.as_tensor(data.ood_kind == kind)
-        row[f"auroc_epistemic_{kind}"] = metrics.auroc_ood(epi_in, epi_ood[sel])
+        row[f"auroc_epistemic_{kind}"] = (metrics.auroc_ood(epi_in, epi_ood[sel]) if len(result.samples) > 1
+                                          else None)
         row[f"auroc_total_{kind}"] = metrics.auroc_ood(tot_in, tot_ood[sel])
         row[f"accuracy_{kind}"] = metrics.accuracy(pred_ood.probs.cpu()[sel], data.y_test.cpu().repeat(2)[sel])
     return Evaluation(result.name, result.label, row, pred_in, pred_ood)

@@ -102,7 +102,9 @@ def plot_uncertainty(evals, hist: dict, path) -> None:
             ax.stairs(h["ood"], edges, fill=True, alpha=0.55, color="#C44E52", label="shifted digits (OOD)")
             ax.set_yscale("symlog", linthresh=1)
             ax.set_xlabel(titles[q], fontsize=8)
-            ax.set_title(f"{e.label}\nOOD AUROC = {e.row[key]:.3f}", fontsize=9)
+            auc = e.row[key]
+            sub = "no epistemic part (one sample)" if auc is None else f"OOD AUROC = {auc:.3f}"
+            ax.set_title(f"{e.label}\n{sub}", fontsize=9)
             if j == 0:
                 ax.set_ylabel("count")
     axes[0, 0].legend(fontsize=7, loc="upper right")

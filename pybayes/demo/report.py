@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 
 import numpy as np
@@ -17,7 +18,7 @@ __all__ = ["format_table", "format_chip", "machine_description", "write_json"]
 
 def format_table(evals) -> str:
     headers = ["method"] + [h for _, h, _ in COLUMNS]
-    rows = [[e.label] + [fmt.format(e.row[k]) for k, _, fmt in COLUMNS] for e in evals]
+    rows = [[e.label] + ["-" if e.row[k] is None else fmt.format(e.row[k]) for k, _, fmt in COLUMNS] for e in evals]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
 
     def line(cells):
@@ -32,14 +33,14 @@ def format_chip(c) -> str:
     m_np, m_ch = c.metrics_numpy, c.metrics_chip
     lines = [
         f"last-layer Laplace posterior covariance: d = {c.n_classes} classes x ({c.hidden} features + bias) = {c.d}, "
-        f"prior precision {c.prior_precision:.3g}, cond(P) = {c.condition_number:.3g} "
+        f"prior precision {c.prior_precision:.3g} (last-layer evidence), cond(P) = {c.condition_number:.3g} "
         f"(Jacobi-scaled, as programmed: {c.condition_number_programmed:.3g})",
         "",
         "| inverse of P | rel. error vs numpy.linalg.inv | simulated chip time | wall time |",
         "|---|---:|---:|---:|",
-        f"| numpy.linalg.inv | 0 (reference) | - | {c.numpy_wall_s * 1e3:.2f} ms |",
-        f"| thermodynamic chip ({c.integrator}, {c.n_samples} ADC samples) | {c.rel_error:.3%} "
-        f"(chip's own estimate {c.rel_stderr:.3%}) | {_time(c.chip_time_s)} | {c.chip_wall_s:.2f} s |",
+        f"| numpy.linalg.inv (float64 LAPACK) | 0 (reference) | - | {c.numpy_wall_s * 1e3:.2f} ms |",
+        f"| thermodynamic chip ({c.integrator}, {c.n_samples} ADC samples) | {c.rel_error:.2%} "
+        f"(chip's estimate {c.rel_stderr:.2%}, tol {c.tol:.0%}{'' if c.converged else ', NOT reached'}) | {_time(c.chip_time_s)} | {c.chip_wall_s:.2f} s |",
         "",
         f"chip time = programming {_time(parts['programming'])} + burn-in {_time(parts['burn_in'])} "
         f"+ sampling {_time(parts['sampling'])} + read-out {_time(parts['readout'])} "
@@ -75,7 +76,7 @@ def machine_description(device) -> str:
                     break
     except OSError:
         pass
-    return f"CPU {cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    return f"CPU {cpu} ({os.cpu_count()} cores visible), torch {torch.__version__}"
 
 
 def _clean(o):

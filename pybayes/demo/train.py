@@ -33,7 +33,8 @@ from ..optim import PSGLD, SGHMC
 from ..samples import SampleCollector, SampleSet
 from ..schedules import Cyclical
 
-__all__ = ["MLP", "Batches", "TrainConfig", "MethodResult", "train_all", "sgd_identity_check"]
+__all__ = ["MLP", "Batches", "TrainConfig", "MethodResult", "make_model", "train_all", "sgd_identity_check",
+           "tune_prior_on_validation"]
 
 
 class MLP(nn.Module):
@@ -94,7 +95,7 @@ class TrainConfig:
     psgld_alpha: float = 0.99
     psgld_eps: float = 1e-5            # Li et al. (2016)'s lambda
     cycles: int = 4                    # cyclical schedule of the samplers
-    exploration: float = 0.5           # fraction of each cycle at temperature 0
+    exploration: float = 0.8           # fraction of each cycle at temperature 0 (Zhang et al. 2020)
     max_samples: int = 40              # posterior samples kept per sampler
     laplace_samples: int = 40
     laplace_grid: tuple = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1e3, 3e3, 1e4, 3e4, 1e5)
