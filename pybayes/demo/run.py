@@ -28,7 +28,7 @@ def full_config():
 def quick_config():
     from .train import TrainConfig
 
-    return TrainConfig(epochs=40, cycles=2, max_samples=20, laplace_samples=20)
+    return TrainConfig(epochs=60, cycles=3, max_samples=20, laplace_samples=20)
 
 
 def _seed_everything(seed: int):

@@ -85,16 +85,16 @@ class Batches:
 
 @dataclass
 class TrainConfig:
-    hidden: tuple = (128, 16)
-    epochs: int = 150
+    hidden: tuple = (256, 16)
+    epochs: int = 300
     batch_size: int = 64
-    prior_precision: float = 1.0       # N(0, 1/prior_precision) prior on every weight and bias
+    prior_precision: float = 0.1       # N(0, 10) prior on every weight and bias: weight_decay 1e-4
     lr: float = 0.05                   # SGD / SGHMC peak step size
     momentum: float = 0.9
     psgld_lr: float = 2e-3             # pSGLD peak step size
     psgld_alpha: float = 0.99
     psgld_eps: float = 1e-5            # Li et al. (2016)'s lambda
-    cycles: int = 4                    # cyclical schedule of the samplers
+    cycles: int = 6                    # cyclical schedule of the samplers
     exploration: float = 0.8           # fraction of each cycle at temperature 0 (Zhang et al. 2020)
     max_samples: int = 40              # posterior samples kept per sampler
     laplace_samples: int = 40
