@@ -204,11 +204,16 @@ def environment(device: str) -> Dict[str, object]:
         env.update(_gpu_info())
     else:
         env["device_name"] = env["cpu_model"]
-    try:
-        env["loadavg_1_5_15"] = [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        pass
+    env["loadavg_1_5_15"] = loadavg()
     return env
+
+
+def loadavg():
+    """The 1/5/15-minute load averages (other processes running next to the benchmark)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return "not available"
 
 
 # ---------------------------------------------------------------------------
@@ -257,7 +262,7 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> s
 def env_markdown(env: Dict[str, object]) -> str:
     keys = ["date", "commit", "worktree_modified", "device", "device_name", "torch", "pybayes",
             "threads", "cpu_model", "cpu_count", "cpu_mhz_now", "cpu_mhz_max", "cuda_runtime",
-            "gpu_clocks_sm_max_mem_driver", "loadavg_1_5_15", "mode"]
+            "gpu_clocks_sm_max_mem_driver", "loadavg_1_5_15", "loadavg_at_end", "mode"]
     rows = [(k, env[k]) for k in keys if k in env]
     return markdown_table(["", "value"], rows)
 

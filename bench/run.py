@@ -94,6 +94,7 @@ def run_ops(args, out: Path, progress) -> Path:
     env["wall_s"] = round(time.perf_counter() - t0, 1)
     env["memory_method"] = common.CUDA_MEMORY_METHOD if args.device == "cuda" else common.CPU_MEMORY_METHOD
     env["torch_threads_at_end"] = torch.get_num_threads()
+    env["loadavg_at_end"] = common.loadavg()
     write_ops(out, args.device, env, dict(resolved.__dict__), rows)
     return out / "ops.md"
 
@@ -150,6 +151,7 @@ def run_thermo(args, out: Path, progress) -> list:
         bar.update(1)
         bar.set_postfix_str(steps[1])
     rows2 = thermo_speedup.run(args.quick, args.device, dims=args.thermo_dims)
+    env["loadavg_at_end"] = common.loadavg()
     common.write_json(out / "thermo_speedup.json", dict(env=env, rows=rows2))
     (out / "thermo_speedup.md").write_text(thermo_speedup.markdown(rows2, env))
     written.append(out / "thermo_speedup.md")
