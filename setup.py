@@ -36,6 +36,10 @@ GENERATED = os.path.join(ROOT, "build", "generated")
 # vectorised clone and on CUDA (compiled with --fmad=false); -fno-math-errno lets
 # sqrt vectorise without changing results.
 CXX_FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-Wall", "-Wno-unknown-pragmas"]
+# at::parallel_for is inlined into our code: with torch's OpenMP backend it is an
+# `omp parallel` region that runs serially unless the extension itself is built
+# with OpenMP (torch's own libgomp serves it at run time).
+OPENMP = ["-fopenmp"] if torch.backends.openmp.is_available() else []
 NVCC_FLAGS = ["-O3", "--fmad=false", "-lineinfo", "--expt-relaxed-constexpr"]
 
 
@@ -96,14 +100,16 @@ def extensions():
             rel(op_sources),
             include_dirs=include_dirs,
             define_macros=[("PYBAYES_WITH_CUDA", "1")],
-            extra_compile_args={"cxx": CXX_FLAGS, "nvcc": NVCC_FLAGS},
+            extra_compile_args={"cxx": CXX_FLAGS + OPENMP, "nvcc": NVCC_FLAGS},
+            extra_link_args=OPENMP,
         )
     else:
         ops = CppExtension(
             "pybayes._C",
             rel(op_sources),
             include_dirs=include_dirs,
-            extra_compile_args={"cxx": CXX_FLAGS},
+            extra_compile_args={"cxx": CXX_FLAGS + OPENMP},
+            extra_link_args=OPENMP,
         )
     exts = [ops]
     bindings = os.path.join(ROOT, "csrc", "bindings", "thermo.cpp")

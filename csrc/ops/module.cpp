@@ -17,7 +17,11 @@ pybind11::dict build_info() {
   d["note"] = std::string(PYBAYES_BUILD_NOTE);
   d["built_with_torch"] = std::string(PYBAYES_BUILD_TORCH);
   d["cpu_noise_isa"] = std::string(pybayes::noise_isa());
-  d["openmp"] = static_cast<bool>(AT_PARALLEL_OPENMP);
+#if defined(_OPENMP)
+  d["openmp"] = true;  // this extension's parallel_for really runs in parallel
+#else
+  d["openmp"] = false;
+#endif
   return d;
 }
 }  // namespace
