@@ -35,6 +35,13 @@ class Cyclical(LRScheduler):
     temperatures are read at construction (:attr:`base_temperatures`); assign to
     that list to change them later.
 
+    ``reset_momentum`` (default True) zeroes every ``momentum_buffer`` in the
+    optimizer state when a new cycle starts (a warm restart). SGHMC keeps its
+    momentum in torch's form ``b = velocity / lr``, whose noise part has scale
+    ``sqrt(T / (lr N))``: at the end of a cosine cycle ``lr`` is ~0, and without
+    the reset the jump back to ``lr_0`` would move every weight by
+    ``lr_0 * sqrt(T / (lr_end N))`` in one step.
+
     Example::
 
         opt = pybayes.optim.SGHMC(model.parameters(), lr=0.1, num_data=N)
@@ -46,7 +53,7 @@ class Cyclical(LRScheduler):
     """
 
     def __init__(self, optimizer, cycles: int, total_steps: int, exploration: float = 0.8,
-                 last_epoch: int = -1):
+                 last_epoch: int = -1, reset_momentum: bool = True):
         cycles, total_steps = int(cycles), int(total_steps)
         if cycles < 1:
             raise ValueError(f"cycles must be >= 1, got {cycles}")
@@ -58,6 +65,7 @@ class Cyclical(LRScheduler):
         self.cycles = cycles
         self.total_steps = total_steps
         self.exploration = exploration
+        self.reset_momentum = bool(reset_momentum)
         self.cycle_length = math.ceil(total_steps / cycles)
         self.base_temperatures = [g.get("temperature") for g in optimizer.param_groups]
         super().__init__(optimizer, last_epoch)
@@ -96,6 +104,11 @@ class Cyclical(LRScheduler):
 
     def step(self, epoch=None):
         super().step(epoch)
+        if self.reset_momentum and self.last_epoch > 0 and self.last_epoch % self.cycle_length == 0:
+            for state in self.optimizer.state.values():
+                buf = state.get("momentum_buffer")
+                if buf is not None:
+                    buf.zero_()
         exploring = self.is_exploring
         for group, t0 in zip(self.optimizer.param_groups, self.base_temperatures):
             if t0 is not None:

@@ -108,3 +108,22 @@ def test_real_samplers_are_noise_free_while_exploring(sampler, reference, kw):
     for k in range(10):
         torch.testing.assert_close(a[k], b[k], rtol=1e-6, atol=1e-7)
     assert (a[12] - b[12]).abs().max() > 1e-3
+
+
+def test_new_cycle_resets_sghmc_momentum():
+    import torch
+    from pybayes.optim import SGHMC
+
+    w = torch.nn.Parameter(torch.ones(100))
+    opt = SGHMC([w], lr=0.1, momentum=0.9, num_data=100, seed=0)
+    sched = Cyclical(opt, cycles=2, total_steps=10, exploration=0.5)
+    norms = []
+    for _ in range(10):
+        w.grad = w.detach().clone()
+        opt.step()
+        sched.step()
+        norms.append(opt.state[w]["momentum_buffer"].abs().sum().item())
+    assert norms[3] > 0 and norms[4] == 0.0  # step 5 starts cycle 2: buffer zeroed
+    kept = Cyclical(SGHMC([w], lr=0.1, num_data=100, seed=0), cycles=2, total_steps=10,
+                    reset_momentum=False)
+    assert kept.reset_momentum is False

@@ -121,24 +121,10 @@ def _progress(iterable, desc, enabled, total=None):
     return tqdm(iterable, desc=desc, total=total, unit="epoch", leave=True, dynamic_ncols=True)
 
 
-def _restart_momentum(opt):
-    for state in opt.state.values():
-        buf = state.get("momentum_buffer")
-        if buf is not None:
-            buf.zero_()
-
-
-def _run_epochs(model, opt, sched, loader, epochs, desc, progress, restart_momentum=False):
-    """Train for ``epochs``; ``sched.step()`` after every optimizer step.
-
-    ``restart_momentum``: zero SGHMC's momentum buffer when a new cycle of the
-    cyclical schedule starts. In torch's momentum form the buffer is the
-    velocity divided by the step size, and at temperature 1 its noise part has
-    standard deviation ``sqrt(T / (lr N))``; at the end of a cosine cycle ``lr``
-    is ~0, so when the step size jumps back to ``lr_0`` the stored buffer would
-    move every weight by ``lr_0 * sqrt(T / (lr_end N))`` (order 1 here) in one
-    step and throw the chain far from the data. Restarting each cycle at zero
-    momentum is what restarting an HMC chain does."""
+def _run_epochs(model, opt, sched, loader, epochs, desc, progress):
+    """Train for ``epochs``; ``sched.step()`` after every optimizer step (a
+    :class:`~pybayes.schedules.Cyclical` also restarts SGHMC's momentum at each
+    new cycle)."""
     loss_fn = nn.CrossEntropyLoss()
     steps = 0
     bar = _progress(range(epochs), desc, progress)
@@ -152,8 +138,6 @@ def _run_epochs(model, opt, sched, loader, epochs, desc, progress, restart_momen
             opt.step()
             if sched is not None:
                 sched.step()
-                if restart_momentum and sched.position() == 0.0:
-                    _restart_momentum(opt)
             total += loss.detach() * x.shape[0]
             count += x.shape[0]
             steps += 1
@@ -238,8 +222,7 @@ def train_all(data, cfg: TrainConfig, seed: int, device, progress: bool = True,
         collector = SampleCollector(model, thin=thin, max_samples=cfg.max_samples, device=device,
                                     schedule=sched)
         collector.attach(opt)
-        steps = _run_epochs(model, opt, sched, loader(), cfg.epochs, f"{label:<17s}", progress,
-                            restart_momentum=name == "sghmc")
+        steps = _run_epochs(model, opt, sched, loader(), cfg.epochs, f"{label:<17s}", progress)
         collector.detach()
         results.append(MethodResult(name, label, model, collector.samples(), time.perf_counter() - t0, steps,
                                     {"samples_collected": collector.total_collected, "thin": thin,
