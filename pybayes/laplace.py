@@ -39,6 +39,40 @@ __all__ = ["DiagLaplace"]
 Prior = Union[float, Dict[str, float]]
 
 
+def evidence_optimal_precision(curvature, sq_norm: float, bounds=(1e-8, 1e8)) -> float:
+    """The prior precision lambda maximising the Laplace evidence of a Gaussian
+    posterior with curvature eigenvalues ``curvature`` (a diagonal Fisher/GGN, or
+    the eigenvalues of a full one) around a mode of squared norm ``sq_norm``:
+    ``P/2 log lambda - lambda/2 |theta*|^2 - 1/2 sum_j log(F_j + lambda)``.
+    In ``s = log lambda`` its derivative ``P/2 - lambda |theta*|^2/2 -
+    sum_j lambda / (2 (F_j + lambda))`` decreases, so the maximiser is unique; it
+    is found by bisection in float64 and clipped to ``bounds``."""
+    f = torch.as_tensor(curvature, dtype=torch.float64).reshape(-1).clamp_min(0.0)
+    p_tot, sq = f.numel(), float(sq_norm)
+    lo, hi = (math.log(float(b)) for b in bounds)
+    if not lo < hi:
+        raise ValueError(f"bounds must be increasing, got {bounds}")
+
+    def deriv(s):
+        lam = math.exp(s)
+        return 0.5 * p_tot - 0.5 * lam * sq - 0.5 * (lam / (f + lam)).sum().item()
+
+    if deriv(lo) <= 0:
+        return math.exp(lo)
+    if deriv(hi) >= 0:
+        return math.exp(hi)
+    a, b = lo, hi
+    for _ in range(200):
+        m = 0.5 * (a + b)
+        if deriv(m) > 0:
+            a = m
+        else:
+            b = m
+        if b - a < 1e-13:
+            break
+    return math.exp(0.5 * (a + b))
+
+
 class DiagLaplace:
     """Diagonal Laplace approximation of ``model``'s posterior.
 
@@ -199,43 +233,18 @@ class DiagLaplace:
         """Set ``prior_precision`` to the maximiser of :meth:`log_marginal_likelihood`
         (one value, or one per parameter tensor with ``layerwise=True``) and return it.
 
-        In ``s = log lambda`` the evidence is strictly concave (its derivative
-        ``P/2 - lambda |theta*|^2/2 - sum_j lambda / (2 (F_j + lambda))`` decreases),
-        so the maximiser is unique; it is found by bisection on the derivative in
-        float64 and clipped to ``bounds``."""
+        The maximiser is unique (see :func:`evidence_optimal_precision`) and
+        clipped to ``bounds``."""
         self._require_fit()
-        lo, hi = (math.log(float(b)) for b in bounds)
-        if not lo < hi:
-            raise ValueError(f"bounds must be increasing, got {bounds}")
         stats = self._group_stats()
         groups = [[n] for n in stats] if layerwise else [list(stats)]
         result = {}
         for names in groups:
-            p_tot = sum(stats[n][0] for n in names)
             sq = sum(stats[n][1] for n in names)
             fs = torch.cat([stats[n][2].reshape(-1) for n in names])
-
-            def deriv(s):
-                lam = math.exp(s)
-                return 0.5 * p_tot - 0.5 * lam * sq - 0.5 * (lam / (fs + lam)).sum().item()
-
-            a, b = lo, hi
-            if deriv(a) <= 0:
-                s = a
-            elif deriv(b) >= 0:
-                s = b
-            else:
-                for _ in range(200):
-                    m = 0.5 * (a + b)
-                    if deriv(m) > 0:
-                        a = m
-                    else:
-                        b = m
-                    if b - a < 1e-13:
-                        break
-                s = 0.5 * (a + b)
+            lam = evidence_optimal_precision(fs, sq, bounds)
             for n in names:
-                result[n] = math.exp(s)
+                result[n] = lam
         self.prior_precision = result if layerwise else result[self._names[0]]
         return self.prior_precision
 

@@ -288,18 +288,25 @@ DDP_WORKER = textwrap.dedent("""
 """)
 
 
-def test_ddp_replicas_stay_bitwise_identical(tmp_path):
-    script = tmp_path / "worker.py"
-    script.write_text(DDP_WORKER)
+def run_two_ranks(tmp_path, name, source):
+    """Runs `source` as ranks 0 and 1 (gloo over loopback, bounded time); each
+    gets (rank, world, port, out) on its command line. Returns `out`."""
+    script = tmp_path / f"{name}.py"
+    script.write_text(source)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    out = tmp_path / "params"
+    out = tmp_path / f"{name}_out"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     procs = [subprocess.Popen([sys.executable, str(script), str(r), "2", str(port), str(out)], env=env)
              for r in range(2)]
     for p in procs:
-        assert p.wait(timeout=120) == 0
+        assert p.wait(timeout=180) == 0
+    return out
+
+
+def test_ddp_replicas_stay_bitwise_identical(tmp_path):
+    out = run_two_ranks(tmp_path, "ddp_worker", DDP_WORKER)
     p0 = torch.load(f"{out}.0", weights_only=True)
     p1 = torch.load(f"{out}.1", weights_only=True)
     assert all(torch.equal(a, b) for a, b in zip(p0, p1))
@@ -342,15 +349,5 @@ FSDP_WORKER = textwrap.dedent("""
 def test_fsdp2_sharded_parameters_follow_the_unsharded_trajectory(tmp_path):
     """DESIGN §4: a sharded parameter (FSDP2 DTensor) draws the noise of its
     elements' global indices, so the sharded run is bitwise the unsharded one."""
-    script = tmp_path / "fsdp_worker.py"
-    script.write_text(FSDP_WORKER)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    out = tmp_path / "fsdp_result"
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    procs = [subprocess.Popen([sys.executable, str(script), str(r), "2", str(port), str(out)], env=env)
-             for r in range(2)]
-    for p in procs:
-        assert p.wait(timeout=180) == 0
+    out = run_two_ranks(tmp_path, "fsdp_worker", FSDP_WORKER)
     assert torch.load(out, weights_only=True) == {"sgld": True, "sghmc": True, "psgld": True}

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from .. import metrics
+from ..laplace import evidence_optimal_precision
 from .. import thermo
 
 __all__ = ["ChipResult", "last_layer_precision", "run_chip", "last_layer_predict"]
@@ -108,29 +109,9 @@ def _metrics(model, theta, cov, data, n_samples, seed):
 
 
 def evidence_prior_precision(ggn_eigenvalues: np.ndarray, theta: np.ndarray, bounds=(1e-6, 1e8)) -> float:
-    """The prior precision maximising the last-layer Laplace evidence
-    ``-lambda/2 |theta|^2 + d/2 log lambda - 1/2 sum log(g_k + lambda)`` (``g_k`` the
-    GGN's eigenvalues): the root of its derivative in ``log lambda``, which is
-    decreasing, by bisection."""
-    g = np.clip(ggn_eigenvalues, 0.0, None)
-    sq, d = float(theta @ theta), theta.size
-
-    def deriv(s):
-        lam = np.exp(s)
-        return 0.5 * d - 0.5 * lam * sq - 0.5 * float(np.sum(lam / (g + lam)))
-
-    a, b = np.log(bounds[0]), np.log(bounds[1])
-    if deriv(a) <= 0:
-        return float(bounds[0])
-    if deriv(b) >= 0:
-        return float(bounds[1])
-    for _ in range(200):
-        m = 0.5 * (a + b)
-        if deriv(m) > 0:
-            a = m
-        else:
-            b = m
-    return float(np.exp(0.5 * (a + b)))
+    """The prior precision maximising the last-layer Laplace evidence, with the
+    full GGN's eigenvalues as the curvature."""
+    return evidence_optimal_precision(np.clip(ggn_eigenvalues, 0.0, None), float(theta @ theta), bounds)
 
 
 def run_chip(model, data, *, seed: int, tol: float = 0.05, dt: float = 10.0, n_pred_samples: int = 100,
