@@ -129,25 +129,17 @@ cudaError_t per_sample_typed(const FisherTensor* tensors, int count, int64_t bat
 
 cudaError_t fisher_ema_launch(Dtype dtype, const FisherTensor* tensors, int count,
                               double decay, double scale, int max_blocks, cudaStream_t stream) {
-  switch (dtype) {
-    case Dtype::kFloat32: return ema_typed<float>(tensors, count, decay, scale, max_blocks, stream);
-    case Dtype::kFloat64: return ema_typed<double>(tensors, count, decay, scale, max_blocks, stream);
-    case Dtype::kFloat16: return ema_typed<__half>(tensors, count, decay, scale, max_blocks, stream);
-    case Dtype::kBFloat16: return ema_typed<__nv_bfloat16>(tensors, count, decay, scale, max_blocks, stream);
-  }
-  return cudaErrorInvalidValue;
+  return dispatch_dtype(dtype, [&](auto t) {
+    return ema_typed<decltype(t)>(tensors, count, decay, scale, max_blocks, stream);
+  });
 }
 
 cudaError_t fisher_per_sample_launch(Dtype dtype, const FisherTensor* tensors, int count,
                                      int64_t batch, double scale, int max_blocks,
                                      cudaStream_t stream) {
-  switch (dtype) {
-    case Dtype::kFloat32: return per_sample_typed<float>(tensors, count, batch, scale, max_blocks, stream);
-    case Dtype::kFloat64: return per_sample_typed<double>(tensors, count, batch, scale, max_blocks, stream);
-    case Dtype::kFloat16: return per_sample_typed<__half>(tensors, count, batch, scale, max_blocks, stream);
-    case Dtype::kBFloat16: return per_sample_typed<__nv_bfloat16>(tensors, count, batch, scale, max_blocks, stream);
-  }
-  return cudaErrorInvalidValue;
+  return dispatch_dtype(dtype, [&](auto t) {
+    return per_sample_typed<decltype(t)>(tensors, count, batch, scale, max_blocks, stream);
+  });
 }
 
 }  // namespace cuda

@@ -134,13 +134,7 @@ cudaError_t launch_kind(const TensorDesc<3>* tensors, int count, const SamplerLa
 
 cudaError_t sampler_step(Dtype dtype, const TensorDesc<3>* tensors, int count,
                          const SamplerLaunch& args, cudaStream_t stream) {
-  switch (dtype) {
-    case Dtype::kFloat32: return launch_kind<float>(tensors, count, args, stream);
-    case Dtype::kFloat64: return launch_kind<double>(tensors, count, args, stream);
-    case Dtype::kFloat16: return launch_kind<__half>(tensors, count, args, stream);
-    case Dtype::kBFloat16: return launch_kind<__nv_bfloat16>(tensors, count, args, stream);
-  }
-  return cudaErrorInvalidValue;
+  return dispatch_dtype(dtype, [&](auto t) { return launch_kind<decltype(t)>(tensors, count, args, stream); });
 }
 
 }  // namespace cuda

@@ -480,6 +480,27 @@ def _config(config):
     return config
 
 
+def _make_info(cfg, plan, sim, res, t0, *, runs, values_programmed, values_read, stderr,
+               b_effective) -> "ThermoInfo":
+    """The info of a solve/inv run: `runs` chip runs of burn-in + sampling,
+    `values_programmed` through the DACs, `values_read` read out."""
+    n = res["n"]
+    return ThermoInfo(
+        time_programming=values_programmed / cfg.dac_rate,
+        time_burn_in=runs * res["n_burn"] * plan.dt * cfg.tau,
+        time_sampling=runs * n * plan.dt * cfg.tau,
+        time_readout=values_read / cfg.readout_rate,
+        n_samples=n, n_burn_in=res["n_burn"],
+        stderr=stderr, rel_stderr=res["rel"],
+        clipped=res["clipped"], readings=res["readings"],
+        A_effective=sim.A_eff, b_effective=b_effective,
+        dt=plan.dt, substeps=plan.substeps, burn_in=res["n_burn"] * plan.dt, sampling_time=n * plan.dt,
+        lambda_min_est=plan.lam_min, lambda_max_est=plan.lam_max, integrator=cfg.integrator,
+        converged=res["converged"], n_batches=res["nb"], threads=sim.threads,
+        wall_time=_time.perf_counter() - t0,
+    )
+
+
 def solve(A, b, *, time=None, burn_in=None, tol=None, config: Optional[ChipConfig] = None,
           return_info: bool = False):
     """Solve ``A x = b`` on the simulated chip: the time average of the cell voltages.
@@ -523,21 +544,10 @@ def solve(A, b, *, time=None, burn_in=None, tol=None, config: Optional[ChipConfi
     result = _out(x.reshape(out_shape), kind)
     if not return_info:
         return result
-    n = res["n"]
-    info = ThermoInfo(
-        time_programming=(d * d + d * k) / cfg.dac_rate,
-        time_burn_in=k * res["n_burn"] * plan.dt * cfg.tau,
-        time_sampling=k * n * plan.dt * cfg.tau,
-        time_readout=d * k / cfg.readout_rate,
-        n_samples=n, n_burn_in=res["n_burn"],
-        stderr=_out(res["se"].reshape(out_shape), kind), rel_stderr=res["rel"],
-        clipped=res["clipped"], readings=res["readings"],
-        A_effective=sim.A_eff, b_effective=sim.B_eff.reshape(out_shape),
-        dt=plan.dt, substeps=plan.substeps, burn_in=res["n_burn"] * plan.dt, sampling_time=n * plan.dt,
-        lambda_min_est=plan.lam_min, lambda_max_est=plan.lam_max, integrator=cfg.integrator,
-        converged=res["converged"], n_batches=res["nb"], threads=sim.threads,
-        wall_time=_time.perf_counter() - t0,
-    )
+    # k right-hand sides run one after another on one programmed chip
+    info = _make_info(cfg, plan, sim, res, t0, runs=k, values_programmed=d * d + d * k,
+                      values_read=d * k, stderr=_out(res["se"].reshape(out_shape), kind),
+                      b_effective=sim.B_eff.reshape(out_shape))
     return result, info
 
 
@@ -565,21 +575,9 @@ def inv(A, *, time=None, burn_in=None, tol=None, config: Optional[ChipConfig] = 
     result = _out(cfg.beta * res["estimate"], kind)
     if not return_info:
         return result
-    n = res["n"]
-    info = ThermoInfo(
-        time_programming=(d * d + d) / cfg.dac_rate,
-        time_burn_in=res["n_burn"] * plan.dt * cfg.tau,
-        time_sampling=n * plan.dt * cfg.tau,
-        time_readout=d * d / cfg.readout_rate,
-        n_samples=n, n_burn_in=res["n_burn"],
-        stderr=_out(cfg.beta * res["se"], kind), rel_stderr=res["rel"],
-        clipped=res["clipped"], readings=res["readings"],
-        A_effective=sim.A_eff, b_effective=sim.B_eff.reshape(d),
-        dt=plan.dt, substeps=plan.substeps, burn_in=res["n_burn"] * plan.dt, sampling_time=n * plan.dt,
-        lambda_min_est=plan.lam_min, lambda_max_est=plan.lam_max, integrator=cfg.integrator,
-        converged=res["converged"], n_batches=res["nb"], threads=sim.threads,
-        wall_time=_time.perf_counter() - t0,
-    )
+    info = _make_info(cfg, plan, sim, res, t0, runs=1, values_programmed=d * d + d,
+                      values_read=d * d, stderr=_out(cfg.beta * res["se"], kind),
+                      b_effective=sim.B_eff.reshape(d))
     return result, info
 
 
