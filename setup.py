@@ -16,6 +16,8 @@ Build against the torch you already have:  pip install --no-build-isolation -e .
 
 import glob
 import os
+import re
+import subprocess
 import sys
 
 from setuptools import setup
@@ -69,6 +71,50 @@ def cuda_archs():
     return ",".join(archs) or "default"
 
 
+# The multi-tensor kernels pass ~14 KB of metadata by value (cuda/multi_tensor.cuh):
+# kernel parameters above 4 KB need CUDA >= 12.1 and sm_70 or newer.
+MIN_CUDA = (12, 1)
+MIN_ARCH = 70
+
+
+def nvcc_version():
+    try:
+        out = subprocess.run([os.path.join(CUDA_HOME, "bin", "nvcc"), "--version"],
+                             capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    m = re.search(r"release (\d+)\.(\d+)", out)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def check_cuda_support(archs):
+    """Refuse, with what to do, a toolkit or an architecture the kernels cannot run on."""
+    version = nvcc_version()
+    if version is not None and version < MIN_CUDA:
+        sys.exit(f"pybayes' CUDA kernels need CUDA >= {MIN_CUDA[0]}.{MIN_CUDA[1]} (nvcc at {CUDA_HOME} "
+                 f"is {version[0]}.{version[1]}): install a newer toolkit and point CUDA_HOME at it, "
+                 "or build CPU-only with PYBAYES_FORCE_CPU=1")
+    numbers = {a: int(m.group(1)) for a in archs.split(",")
+               if (m := re.fullmatch(r"(?:sm|compute)_(\d+)[a-z]?", a))}
+    old = [a for a, n in numbers.items() if n < MIN_ARCH]
+    if old:
+        sys.exit(f"pybayes' CUDA kernels need sm_{MIN_ARCH} or newer, but the build targets {', '.join(old)}: "
+                 "set TORCH_CUDA_ARCH_LIST to 7.0 or newer (for example '9.0'), or build CPU-only "
+                 "with PYBAYES_FORCE_CPU=1")
+
+
+def check_no_fast_math():
+    """nvcc 13 defines no macro for --use_fast_math (csrc/hd.h catches -ffast-math):
+    refuse it where a build could pick it up."""
+    sources = {"setup.py's nvcc flags": NVCC_FLAGS}
+    for var in ("NVCC_APPEND_FLAGS", "NVCC_PREPEND_FLAGS"):
+        sources[var] = os.environ.get(var, "").split()
+    for where, flags in sources.items():
+        if any("fast_math" in f or "fast-math" in f for f in flags):
+            sys.exit(f"pybayes must not be built with fast-math ({where}): approximate sqrt/log/"
+                     "division would break the bitwise CPU/CUDA noise contract")
+
+
 def write_build_config(with_cuda, reason, archs):
     os.makedirs(GENERATED, exist_ok=True)
     text = (
@@ -88,6 +134,9 @@ def write_build_config(with_cuda, reason, archs):
 def extensions():
     with_cuda, reason = cuda_decision()
     archs = cuda_archs() if with_cuda else ""
+    if with_cuda:
+        check_cuda_support(archs)
+        check_no_fast_math()
     write_build_config(with_cuda, reason, archs)
     include_dirs = [os.path.join(ROOT, "csrc"), os.path.join(ROOT, "cuda"), GENERATED]
     shared = glob.glob(os.path.join(ROOT, "csrc", "*.cpp"))
@@ -132,7 +181,8 @@ def extensions():
     return exts
 
 
-setup(
-    ext_modules=extensions(),
-    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
-)
+if __name__ == "__main__":  # pip's backend and `python setup.py` run it as __main__; tests import it
+    setup(
+        ext_modules=extensions(),
+        cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+    )

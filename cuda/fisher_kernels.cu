@@ -86,8 +86,7 @@ struct PerSampleFunctor {
 
 // Runs f over the tensors in slices of kMaxTensors descriptors (host side).
 template <typename Functor>
-cudaError_t apply(const FisherTensor* tensors, int count, const Functor& f, int max_blocks,
-                  cudaStream_t stream) {
+cudaError_t apply(const FisherTensor* tensors, int count, const Functor& f, cudaStream_t stream) {
   TensorDesc<2> desc[kMaxTensors];
   for (int b = 0; b < count; b += kMaxTensors) {
     const int m = count - b < kMaxTensors ? count - b : kMaxTensors;
@@ -99,7 +98,7 @@ cudaError_t apply(const FisherTensor* tensors, int count, const Functor& f, int 
       desc[i].step = 0;
       desc[i].offset = 0;
     }
-    const cudaError_t err = multi_tensor_apply<2>(desc, m, f, max_blocks, stream);
+    const cudaError_t err = multi_tensor_apply<2>(desc, m, f, stream);
     if (err != cudaSuccess) return err;
   }
   return cudaSuccess;
@@ -107,38 +106,37 @@ cudaError_t apply(const FisherTensor* tensors, int count, const Functor& f, int 
 
 template <typename T>
 cudaError_t ema_typed(const FisherTensor* tensors, int count, double decay, double scale,
-                      int max_blocks, cudaStream_t stream) {
+                      cudaStream_t stream) {
   using acc_t = typename Acc<T>::type;
   EmaFunctor<T> fn;
   fn.decay = static_cast<acc_t>(decay);
   fn.scale = static_cast<acc_t>(scale);
-  return apply(tensors, count, fn, max_blocks, stream);
+  return apply(tensors, count, fn, stream);
 }
 
 template <typename T>
 cudaError_t per_sample_typed(const FisherTensor* tensors, int count, int64_t batch, double scale,
-                             int max_blocks, cudaStream_t stream) {
+                             cudaStream_t stream) {
   using acc_t = typename Acc<T>::type;
   PerSampleFunctor<T> fn;
   fn.scale = static_cast<acc_t>(scale);
   fn.batch = batch;
-  return apply(tensors, count, fn, max_blocks, stream);
+  return apply(tensors, count, fn, stream);
 }
 
 }  // namespace
 
 cudaError_t fisher_ema_launch(Dtype dtype, const FisherTensor* tensors, int count,
-                              double decay, double scale, int max_blocks, cudaStream_t stream) {
+                              double decay, double scale, cudaStream_t stream) {
   return dispatch_dtype(dtype, [&](auto t) {
-    return ema_typed<decltype(t)>(tensors, count, decay, scale, max_blocks, stream);
+    return ema_typed<decltype(t)>(tensors, count, decay, scale, stream);
   });
 }
 
 cudaError_t fisher_per_sample_launch(Dtype dtype, const FisherTensor* tensors, int count,
-                                     int64_t batch, double scale, int max_blocks,
-                                     cudaStream_t stream) {
+                                     int64_t batch, double scale, cudaStream_t stream) {
   return dispatch_dtype(dtype, [&](auto t) {
-    return per_sample_typed<decltype(t)>(tensors, count, batch, scale, max_blocks, stream);
+    return per_sample_typed<decltype(t)>(tensors, count, batch, scale, stream);
   });
 }
 

@@ -4,13 +4,25 @@
 // a grid-stride loop and finds each chunk's tensor by binary search over the
 // chunk prefix sums. The metadata travels by value in the kernel parameters
 // (as in PyTorch's and apex's multi_tensor_apply); CUDA >= 12.1 allows 32 KB of
-// parameters on sm_70+, and this struct stays well under it.
+// parameters on sm_70+, and this struct (~14 KB for three lists) stays under it.
 #pragma once
 
 #include <cuda_runtime.h>
 #include <stdint.h>
 
+#include <atomic>
+
 #include "tensor_desc.h"
+
+// Older toolkits cap kernel parameters at 4 KB: refuse them here rather than
+// fail at launch (setup.py says the same before compiling anything).
+#if defined(__CUDACC_VER_MAJOR__) && \
+    (__CUDACC_VER_MAJOR__ < 12 || (__CUDACC_VER_MAJOR__ == 12 && __CUDACC_VER_MINOR__ < 1))
+#error "pybayes' multi-tensor kernels pass ~14 KB of metadata by value: they need CUDA >= 12.1"
+#endif
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 700
+#error "pybayes' multi-tensor kernels need sm_70 or newer (32 KB kernel parameters): set TORCH_CUDA_ARCH_LIST"
+#endif
 
 namespace pybayes {
 namespace cuda {
@@ -56,14 +68,48 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// Launch over all tensors (empty ones skipped). max_blocks bounds the grid
-// (e.g. a few waves of the SM count).
+// Blocks of `kernel` that are resident on the current device at once
+// (occupancy per SM x SMs): the grid never exceeds one full wave, so no tail
+// wave runs underfilled whatever the kernel's register count. Cached per
+// device and kernel: the step runs every iteration and must stay cheap (and
+// capturable in a CUDA graph after its first call).
+constexpr int kMaxDevices = 64;
+
+template <typename Kernel>
+cudaError_t resident_blocks(Kernel kernel, int* blocks) {
+  static std::atomic<int> cache[kMaxDevices];  // 0: not yet queried
+  int dev = 0;
+  cudaError_t err = cudaGetDevice(&dev);
+  if (err != cudaSuccess) return err;
+  const bool cached = dev < kMaxDevices;
+  if (cached && (*blocks = cache[dev].load(std::memory_order_relaxed)) > 0) return cudaSuccess;
+  int sms = 0, per_sm = 0;
+  err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+  if (err != cudaSuccess) return err;
+  err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, 0);
+  if (err != cudaSuccess) return err;
+  *blocks = sms * (per_sm > 0 ? per_sm : 1);
+  if (cached) cache[dev].store(*blocks, std::memory_order_relaxed);
+  return cudaSuccess;
+}
+
+// Launch over all tensors (empty ones skipped), kMaxTensors per launch.
 template <int NLISTS, typename Functor>
 cudaError_t multi_tensor_apply(const TensorDesc<NLISTS>* tensors, int count, const Functor& f,
-                               int max_blocks, cudaStream_t stream) {
+                               cudaStream_t stream) {
+  int max_blocks = 0;
+  cudaError_t err = resident_blocks(multi_tensor_kernel<NLISTS, Functor>, &max_blocks);
+  if (err != cudaSuccess) return err;
   TensorListMeta<NLISTS> meta;
   meta.n = 0;
   meta.chunk_begin[0] = 0;
+  const auto launch = [&]() {
+    const int64_t chunks = meta.chunk_begin[meta.n];
+    const int grid = static_cast<int>(chunks < max_blocks ? chunks : max_blocks);
+    multi_tensor_kernel<NLISTS, Functor><<<grid, kThreads, 0, stream>>>(meta, f);
+    meta.n = 0;
+    return cudaGetLastError();
+  };
   for (int i = 0; i < count; ++i) {
     const TensorDesc<NLISTS>& d = tensors[i];
     if (d.numel == 0) continue;
@@ -75,23 +121,9 @@ cudaError_t multi_tensor_apply(const TensorDesc<NLISTS>* tensors, int count, con
     meta.offset[k] = d.offset;
     meta.chunk_begin[k + 1] = meta.chunk_begin[k] + (d.numel + kChunk - 1) / kChunk;
     meta.n = k + 1;
-    const bool last = (i == count - 1);
-    if (meta.n == kMaxTensors || last) {
-      const int64_t chunks = meta.chunk_begin[meta.n];
-      const int grid = static_cast<int>(chunks < max_blocks ? chunks : max_blocks);
-      multi_tensor_kernel<NLISTS, Functor><<<grid, kThreads, 0, stream>>>(meta, f);
-      const cudaError_t err = cudaGetLastError();
-      if (err != cudaSuccess) return err;
-      meta.n = 0;
-    }
+    if (meta.n == kMaxTensors && (err = launch()) != cudaSuccess) return err;
   }
-  if (meta.n > 0) {  // trailing empties after the last non-empty tensor
-    const int64_t chunks = meta.chunk_begin[meta.n];
-    const int grid = static_cast<int>(chunks < max_blocks ? chunks : max_blocks);
-    multi_tensor_kernel<NLISTS, Functor><<<grid, kThreads, 0, stream>>>(meta, f);
-    return cudaGetLastError();
-  }
-  return cudaSuccess;
+  return meta.n > 0 ? launch() : cudaSuccess;
 }
 
 // Four consecutive elements, for 8/16/32-byte vector loads and stores.

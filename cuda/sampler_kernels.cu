@@ -116,7 +116,7 @@ cudaError_t launch_typed(const TensorDesc<3>* tensors, int count, const SamplerL
   f.grad_scale = a.grad_scale;
   f.found_inf = a.found_inf;
   f.noisy = a.noise != 0.0;
-  return multi_tensor_apply<3>(tensors, count, f, a.max_blocks, stream);
+  return multi_tensor_apply<3>(tensors, count, f, stream);
 }
 
 template <typename T>

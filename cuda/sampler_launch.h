@@ -17,7 +17,6 @@ struct SamplerLaunch {
   uint64_t seed;
   const float* grad_scale;  // nullptr: gradients are not scaled
   const float* found_inf;   // nullptr or device flag: non-zero -> the kernel changes nothing
-  int max_blocks;           // grid bound, a few waves of the device's SMs
 };
 
 // tensors[i].ptr = {param, grad, buffer (momentum or square_avg; unused by SGLD)},

@@ -34,7 +34,6 @@ void fisher_diag_accumulate_cuda(at::TensorList fisher, at::TensorList grads, do
   if (fisher.empty()) return;
   TORCH_CHECK(fisher[0].is_cuda(), op, ": fisher[0] must be a CUDA tensor, got ", fisher[0].device());
   const c10::cuda::CUDAGuard guard(fisher[0].device());
-  const int blocks = max_blocks(fisher[0].device());
   for (at::ScalarType dtype : {at::kFloat, at::kDouble, at::kHalf, at::kBFloat16}) {
     std::vector<cuda::FisherTensor> group;
     for (size_t i = 0; i < fisher.size(); ++i) {
@@ -43,7 +42,7 @@ void fisher_diag_accumulate_cuda(at::TensorList fisher, at::TensorList grads, do
     }
     if (group.empty()) continue;
     C10_CUDA_CHECK(cuda::fisher_ema_launch(to_cuda_dtype(dtype), group.data(),
-                                           static_cast<int>(group.size()), decay, scale, blocks,
+                                           static_cast<int>(group.size()), decay, scale,
                                            c10::cuda::getCurrentCUDAStream()));
   }
 }
@@ -56,7 +55,6 @@ void fisher_diag_accumulate_per_sample_cuda(at::TensorList fisher, at::TensorLis
   if (fisher.empty()) return;
   TORCH_CHECK(fisher[0].is_cuda(), op, ": fisher[0] must be a CUDA tensor, got ", fisher[0].device());
   const c10::cuda::CUDAGuard guard(fisher[0].device());
-  const int blocks = max_blocks(fisher[0].device());
   // (dtype, batch) -> tensors; a batch of 0 adds nothing (F += 0).
   std::map<std::pair<int, int64_t>, std::vector<cuda::FisherTensor>> groups;
   for (size_t i = 0; i < fisher.size(); ++i) {
@@ -68,7 +66,7 @@ void fisher_diag_accumulate_per_sample_cuda(at::TensorList fisher, at::TensorLis
     const auto dtype = static_cast<at::ScalarType>(kv.first.first);
     C10_CUDA_CHECK(cuda::fisher_per_sample_launch(to_cuda_dtype(dtype), kv.second.data(),
                                                   static_cast<int>(kv.second.size()), kv.first.second,
-                                                  scale, blocks, c10::cuda::getCurrentCUDAStream()));
+                                                  scale, c10::cuda::getCurrentCUDAStream()));
   }
 }
 

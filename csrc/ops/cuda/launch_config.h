@@ -1,4 +1,5 @@
-// Glue-side launch helpers: torch dtype -> the kernels' Dtype, grid bound.
+// Glue-side launch helper: torch dtype -> the kernels' Dtype (the grid is
+// sized by the launcher itself, cuda/multi_tensor.cuh).
 #pragma once
 
 #include <c10/core/Device.h>
@@ -20,13 +21,6 @@ inline cuda::Dtype to_cuda_dtype(at::ScalarType t) {
     case at::kBFloat16: return cuda::Dtype::kBFloat16;
     default: TORCH_CHECK(false, "no CUDA kernel for dtype ", t);
   }
-}
-
-// A few waves of the device's SMs; blocks grid-stride over the chunks.
-inline int max_blocks(const c10::Device& device) {
-  int sms = 0;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device.index()));
-  return sms * 8;
 }
 
 }  // namespace ops

@@ -38,7 +38,6 @@ void sampler_step_cuda(char kind, const char* op, at::TensorList params, at::Ten
   a.seed = static_cast<uint64_t>(seed);
   a.grad_scale = grad_scale.has_value() ? grad_scale->data_ptr<float>() : nullptr;
   a.found_inf = found_inf.has_value() ? found_inf->data_ptr<float>() : nullptr;
-  a.max_blocks = max_blocks(params[0].device());
 
   for (at::ScalarType dtype : {at::kFloat, at::kDouble, at::kHalf, at::kBFloat16}) {
     std::vector<cuda::TensorDesc<3>> group;
