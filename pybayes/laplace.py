@@ -21,6 +21,11 @@ Laplace estimate
 
 (the ``2 pi`` terms of prior and posterior cancel), exact for a linear-Gaussian
 model whose posterior precision is diagonal.
+
+Predictions (:meth:`DiagLaplace.predict`) default to the linearised ("GLM")
+predictive of :mod:`pybayes.glm` (probit, or Monte Carlo by Jacobian-vector
+products); ``pred_type="nn"`` averages the network itself over posterior draws.
+The full-covariance last-layer approximation is :mod:`pybayes.lastlayer`.
 """
 
 from __future__ import annotations
@@ -31,10 +36,12 @@ from typing import Dict, Optional, Union
 import torch
 
 from . import fisher as _fisher
+from . import glm as _glm
+from .predict import RegressionPrediction, _ClassStats, _eval_mode
 from .predict import predict as _predict
 from .samples import SampleSet
 
-__all__ = ["DiagLaplace"]
+__all__ = ["DiagLaplace", "evidence_optimal_precision"]
 
 Prior = Union[float, Dict[str, float]]
 
@@ -195,16 +202,91 @@ class DiagLaplace:
             out[n] = mu + std * z.to(mu.device)
         return SampleSet(out)
 
-    def predict(self, *inputs, n_samples: int = 100, generator: Optional[torch.Generator] = None,
-                chunk_size: int = 32, **kwargs):
-        """Monte-Carlo Bayesian model average over ``n_samples`` posterior draws
-        (:func:`pybayes.predict.predict`); regression uses ``sigma_noise`` as the
-        aleatoric noise."""
-        samples = self.sample(n_samples, generator=generator)
-        if self.likelihood == "regression":
-            kwargs.setdefault("noise_std", self.sigma_noise)
-        return _predict(self.model, samples, *inputs, likelihood=self.likelihood,
-                        chunk_size=chunk_size, **kwargs)
+    def predict(self, *inputs, pred_type: str = "glm", link_approx: str = "probit", n_samples: int = 100,
+                generator: Optional[torch.Generator] = None, chunk_size: int = 32,
+                jacobian_bytes: Optional[int] = None, **kwargs):
+        """Bayesian predictive at ``inputs``.
+
+        ``pred_type="glm"`` (default): the linearised network
+        ``f(x; theta*) + J(x)(theta - theta*)`` under the posterior
+        (:mod:`pybayes.glm`). Classification: ``link_approx="probit"`` (default)
+        gives the probabilities from the logits' mean and variance
+        ``diag(J Sigma J^T)`` (per-example vector-Jacobian products, chunked to
+        ``jacobian_bytes``, default 256 MiB) and the aleatoric/epistemic split
+        from ``n_samples`` draws of those Gaussian logits; ``link_approx="mc"``
+        averages ``n_samples`` posterior draws pushed through the linearised
+        network, one Jacobian-vector product each (``chunk_size`` at a time).
+        Regression: the exact Gaussian predictive of the linearised model, mean
+        ``f(x; theta*)``, epistemic ``diag(J Sigma J^T)``, aleatoric
+        ``sigma_noise^2``.
+
+        ``pred_type="nn"``: Monte-Carlo average of the network itself over
+        ``n_samples`` posterior draws (:func:`pybayes.predict.predict`, which
+        receives the remaining keyword arguments).
+
+        Other keyword arguments are passed to the model (``glm``); ``return_samples=True``
+        (classification, ``link_approx="mc"``) keeps the draws' probabilities.
+        The model is evaluated in eval mode and restored."""
+        self._require_fit()
+        if pred_type not in ("glm", "nn"):
+            raise ValueError(f"pred_type must be 'glm' or 'nn', got {pred_type!r}")
+        if link_approx not in ("probit", "mc"):
+            raise ValueError(f"link_approx must be 'probit' or 'mc', got {link_approx!r}")
+        if not inputs:
+            raise ValueError("predict needs the model's inputs: la.predict(x)")
+        if pred_type == "nn":
+            samples = self.sample(n_samples, generator=generator)
+            if self.likelihood == "regression":
+                kwargs.setdefault("noise_std", self.sigma_noise)
+            return _predict(self.model, samples, *inputs, likelihood=self.likelihood,
+                            chunk_size=chunk_size, **kwargs)
+        bad = sorted(set(kwargs) & {"outputs", "vectorize", "randomness", "eval_mode", "likelihood", "noise_std"})
+        if bad:
+            raise ValueError(f"pred_type='glm' does not take {bad}: the linearised predictive evaluates the "
+                             "logits (or regression mean) in eval mode with vmap; use pred_type='nn' for these")
+        return_samples = bool(kwargs.pop("return_samples", False))
+        if return_samples and not (self.likelihood == "classification" and link_approx == "mc"):
+            raise ValueError("return_samples=True needs likelihood='classification' and link_approx='mc' "
+                             "(the probit and the regression predictive are closed-form)")
+        with _eval_mode(self.model), torch.no_grad():
+            if self.likelihood == "classification" and link_approx == "mc":
+                n_samples = int(n_samples)
+                chunk_size = int(chunk_size)
+                if chunk_size < 1:
+                    raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+                draws = self.sample(n_samples, generator=generator)
+                deltas = SampleSet({n: t - self.mean[n] for n, t in draws.items()})
+                evaluate = _glm.LinearizedEvaluator(self.model, self.mean, inputs, kwargs)
+                if evaluate.f0.dim() != 2:
+                    raise ValueError(f"classification needs logits of shape [N, C], got {tuple(evaluate.f0.shape)}")
+                stats = _ClassStats("logits", return_samples)
+                for chunk in deltas.chunks(chunk_size):
+                    stats.add(evaluate(chunk))
+                return stats.result()
+            classify = self.likelihood == "classification"
+            mean, var = self._glm_distribution(inputs, kwargs, False, jacobian_bytes, center=classify)
+            if classify:
+                if mean.dim() != 2:
+                    raise ValueError(f"classification needs logits of shape [N, C], got {tuple(mean.shape)}")
+                return _glm.probit_prediction(mean, var, n_samples=n_samples, generator=generator)
+            aleatoric = torch.full_like(var, self.sigma_noise ** 2)
+            return RegressionPrediction(mean, aleatoric + var, aleatoric, var)
+
+    def glm_predictive_distribution(self, *inputs, full_cov: bool = False, jacobian_bytes: Optional[int] = None,
+                                    **kwargs):
+        """Mean ``f(x; theta*)`` and variance ``diag(J Sigma J^T)`` (shaped like the
+        output; ``full_cov=True``: ``[N, K, K]`` per example) of the linearised
+        outputs (logits for classification) under the posterior; see
+        :func:`pybayes.glm.output_variance` for the memory bound."""
+        self._require_fit()
+        if not inputs:
+            raise ValueError("glm_predictive_distribution needs the model's inputs")
+        with _eval_mode(self.model), torch.no_grad():
+            return self._glm_distribution(inputs, kwargs, full_cov, jacobian_bytes)
+
+    def _glm_distribution(self, inputs, kwargs, full_cov, jacobian_bytes, center=False):
+        return _glm.output_variance(self.model, self.mean, self.posterior_variance, inputs, kwargs,
+                                    full_cov=full_cov, center=center, jacobian_bytes=jacobian_bytes)
 
     # -- evidence ----------------------------------------------------------------------
 

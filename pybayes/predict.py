@@ -26,6 +26,7 @@ Regression, with ``mu_s`` the mean the model returns for sample ``s``
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from typing import Optional
@@ -72,6 +73,19 @@ class RegressionPrediction:
     @property
     def std(self) -> torch.Tensor:
         return self.variance.sqrt()
+
+
+@contextlib.contextmanager
+def _eval_mode(model: torch.nn.Module, enabled: bool = True):
+    """Eval mode (when ``enabled``) for the duration, then every module's own mode back."""
+    was_training = {m: m.training for m in model.modules()}
+    if enabled:
+        model.eval()
+    try:
+        yield
+    finally:
+        for m, t in was_training.items():
+            m.training = t
 
 
 def _entropy_from_log(logp: torch.Tensor) -> torch.Tensor:
@@ -144,48 +158,62 @@ def predict(model: torch.nn.Module, samples, *inputs, likelihood: str = "classif
     chunk_size = int(chunk_size)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    was_training = {m: m.training for m in model.modules()}
-    if eval_mode:
-        model.eval()
-    try:
+    with _eval_mode(model, eval_mode):
         evaluate = _Evaluator(model, inputs, kwargs, vectorize, randomness)
         if likelihood == "classification":
             return _classify(evaluate, samples, chunk_size, outputs, return_samples)
         return _regress(evaluate, samples, chunk_size, likelihood, noise_std, return_samples)
-    finally:
-        for m, t in was_training.items():
-            m.training = t
 
 
 def _acc_dtype(t):
     return torch.float64 if t.dtype == torch.float64 else torch.float32
 
 
+class _ClassStats:
+    """Running sums of the predictive and of the samples' entropies over chunks
+    of per-sample outputs ``[S, N, C]`` (logits, or probabilities with
+    ``outputs="probs"``); :meth:`result` gives the prediction."""
+
+    def __init__(self, outputs: str = "logits", keep: bool = False):
+        self.outputs, self.keep = outputs, keep
+        self.sum_p = self.sum_h = None
+        self.count = 0
+        self.kept = []
+
+    def add(self, out: torch.Tensor) -> None:
+        out = out.to(_acc_dtype(out))
+        logp = torch.log_softmax(out, -1) if self.outputs == "logits" else torch.log(out)
+        p = logp.exp() if self.outputs == "logits" else out
+        h = _entropy_from_log(logp)
+        if self.sum_p is None:
+            self.sum_p, self.sum_h = p.sum(0), h.sum(0)
+        else:
+            self.sum_p += p.sum(0)
+            self.sum_h += h.sum(0)
+        self.count += out.shape[0]
+        if self.keep:
+            self.kept.append(p)
+
+    def result(self, probs: Optional[torch.Tensor] = None) -> ClassificationPrediction:
+        """The prediction; ``probs`` replaces the sample average as the predictive
+        (e.g. a probit approximation) while the samples still give the expected
+        entropy (the aleatoric part)."""
+        probs = self.sum_p / self.count if probs is None else probs
+        aleatoric = self.sum_h / self.count
+        total = _entropy_from_log(torch.log(probs))
+        epistemic = (total - aleatoric).clamp_min(0)
+        return ClassificationPrediction(probs, total, aleatoric, epistemic,
+                                        torch.cat(self.kept) if self.keep else None)
+
+
 def _classify(evaluate, samples: SampleSet, chunk_size, outputs, return_samples):
-    sum_p = sum_h = None
-    kept = []
+    stats = _ClassStats(outputs, return_samples)
     for chunk in samples.chunks(chunk_size):
         out = evaluate(chunk)
         if isinstance(out, tuple):
             raise TypeError("for classification the model must return one tensor of logits [N, C]")
-        out = out.to(_acc_dtype(out))
-        logp = torch.log_softmax(out, -1) if outputs == "logits" else torch.log(out)
-        p = logp.exp() if outputs == "logits" else out
-        h = _entropy_from_log(logp)
-        if sum_p is None:
-            sum_p, sum_h = p.sum(0), h.sum(0)
-        else:
-            sum_p += p.sum(0)
-            sum_h += h.sum(0)
-        if return_samples:
-            kept.append(p)
-    s = len(samples)
-    probs = sum_p / s
-    aleatoric = sum_h / s
-    total = _entropy_from_log(torch.log(probs))
-    epistemic = (total - aleatoric).clamp_min(0)
-    return ClassificationPrediction(probs, total, aleatoric, epistemic,
-                                    torch.cat(kept) if return_samples else None)
+        stats.add(out)
+    return stats.result()
 
 
 def _regress(evaluate, samples: SampleSet, chunk_size, likelihood, noise_std, return_samples):
