@@ -33,7 +33,9 @@ from typing import Any, Optional
 
 import numpy as np
 
-__all__ = ["ChipConfig", "ThermoInfo", "solve", "inv", "simulate", "spectrum_estimate"]
+from . import _thermo_stats as _stats
+
+__all__ = ["ChipConfig", "ThermoInfo", "solve", "inv", "simulate", "spectrum_estimate", "memory_estimate"]
 
 _INTEGRATORS = ("euler", "exact")
 
@@ -77,7 +79,12 @@ class ChipConfig:
         chip_seed: which physical chip, i.e. the mismatch pattern (fixed per chip).
     Noise and threads
         seed: thermal-noise seed (Philox; results are bitwise reproducible for any thread count).
-        threads: CPU threads of the simulator (``None``: all, when the problem is large enough).
+        threads: CPU threads of the simulator (``None``: all, when the problem is large enough);
+            never more than the cores this process may use (``info.threads`` says how many ran).
+    Run-length caps
+        max_samples: the most ADC samples (burn-in or averaging window, per right-hand side) a
+            call may plan; a longer ``time``/``burn_in``/``n_samples`` is refused up front with a
+            ``ValueError`` (a ``tol`` run stops there, ``converged=False``).
     Timing model (documented assumptions, not published figures)
         dac_rate: values per second through the DAC bank when programming (``d^2 + d`` values).
         readout_rate: values per second when reading the result out (``d`` per right-hand side
@@ -98,6 +105,7 @@ class ChipConfig:
     threads: Optional[int] = None
     dac_rate: float = 1e8
     readout_rate: float = 1e8
+    max_samples: int = 10**9
 
     def __post_init__(self):
         def positive(name, allow_none=False):
@@ -114,7 +122,7 @@ class ChipConfig:
         if self.integrator not in _INTEGRATORS:
             raise ValueError(f"ChipConfig.integrator must be one of {_INTEGRATORS}, got {self.integrator!r}")
         for name, lo, hi in (("substeps", 1, 2**31 - 1), ("dac_bits", 1, 52), ("adc_bits", 1, 52),
-                             ("threads", 1, 4096)):
+                             ("threads", 1, 4096), ("max_samples", 1, 2**62)):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not lo <= v <= hi):
                 raise ValueError(f"ChipConfig.{name} must be None or an integer in [{lo}, {hi}], got {v!r}")
@@ -135,9 +143,11 @@ class ThermoInfo:
     Times are simulated physical seconds: ``time_programming`` (DAC programming of ``A`` and
     ``b``), ``time_burn_in`` (relaxation before averaging), ``time_sampling`` (the averaging
     window), ``time_readout`` (reading the result out); ``time_total`` is their sum.
-    ``stderr`` is the estimated standard error of each entry of the answer (batch means),
-    ``rel_stderr`` its norm relative to the answer's (worst column for ``solve``, Frobenius
-    for ``inv``). ``clipped_fraction`` is the fraction of ADC readings outside ``adc_range``.
+    ``stderr`` is the estimated standard error of each entry of the answer (batch means
+    times the slowest mode's batch-means bias factor ``stderr_factor``, widened by the
+    Student-t quantile of its effective degrees of freedom ``stderr_dof``: see
+    ``pybayes._thermo_stats``), ``rel_stderr`` its norm relative to the answer's (worst
+    column for ``solve``, Frobenius for ``inv``). ``clipped_fraction`` is the fraction of ADC readings outside ``adc_range``.
     ``A_effective``/``b_effective`` are what the chip realised (after DAC quantisation and
     mismatch); the estimate converges to the solution of that system.
     """
@@ -165,6 +175,8 @@ class ThermoInfo:
     n_batches: int = 0
     threads: int = 1
     wall_time: float = 0.0
+    stderr_factor: Optional[float] = None
+    stderr_dof: Optional[float] = None
 
     @property
     def time_total(self) -> float:
@@ -229,23 +241,31 @@ def _out(x: np.ndarray, kind: _Kind):
 
 
 def _check_A(A, name="A"):
+    """Validated, symmetrised float64 copy of A. Works in row blocks, so the only d x d
+    arrays it makes are the result and (transiently) the Cholesky factor."""
     if A.ndim != 2 or A.shape[0] != A.shape[1]:
         raise ValueError(f"{name} must be a square matrix (d, d), got shape {tuple(A.shape)}")
     if A.shape[0] == 0:
         raise ValueError(f"{name} must have d >= 1 rows, got shape {tuple(A.shape)}")
-    if not np.all(np.isfinite(A)):
-        raise ValueError(f"{name} contains NaN or inf")
-    scale = float(np.max(np.abs(A)))
-    asym = float(np.max(np.abs(A - A.T)))
+    d = A.shape[0]
+    blk = max(1, (1 << 22) // (8 * d))  # ~4 MB of temporaries per block
+    scale = asym = 0.0
+    for i in range(0, d, blk):
+        rows = A[i:i + blk]
+        if not np.all(np.isfinite(rows)):
+            raise ValueError(f"{name} contains NaN or inf")
+        scale = max(scale, float(np.max(np.abs(rows))))
+        asym = max(asym, float(np.max(np.abs(rows - A[:, i:i + blk].T))))
     if asym > 1e-6 * max(scale, np.finfo(np.float64).tiny):
         raise ValueError(
             f"{name} must be symmetric: max|A - A^T| = {asym:.3g} (relative {asym / scale:.3g} > 1e-6). "
             "The chip's couplings are reciprocal and only a symmetric positive-definite A "
             "has the equilibrium N(A^-1 b, A^-1/beta)"
         )
-    A = 0.5 * (A + A.T)
-    _check_pd(A, name)
-    return A
+    S = np.add(A, A.T)
+    S *= 0.5
+    _check_pd(S, name)
+    return S
 
 
 def _check_pd(A, name):
@@ -283,6 +303,70 @@ def _check_burn_in(v):
     if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)) or not math.isfinite(v) or v < 0:
         raise ValueError(f"burn_in must be a finite number >= 0 (units of tau), got {v!r}")
     return float(v)
+
+
+def _shape(x):
+    """The shape of an input without converting (or copying) it."""
+    try:
+        return tuple(int(v) for v in x.shape)
+    except AttributeError:
+        return tuple(np.shape(x))
+
+
+def _available_memory() -> float:
+    """Bytes this process can still allocate: the least of MemAvailable, the cgroup's
+    memory.max headroom and the address-space limit's headroom (inf if none is known)."""
+    import resource
+
+    avail = math.inf
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    avail = min(avail, float(line.split()[1]) * 1024)
+    except OSError:
+        pass
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            lim = f.read().strip()
+        if lim != "max":
+            with open("/sys/fs/cgroup/memory.current") as f:
+                avail = min(avail, float(lim) - float(f.read().strip()))
+    except (OSError, ValueError):
+        pass
+    try:
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if soft != resource.RLIM_INFINITY:
+            with open("/proc/self/status") as f:
+                for line in f:
+                    if line.startswith("VmSize:"):
+                        avail = min(avail, soft - float(line.split()[1]) * 1024)
+    except (OSError, ValueError):
+        pass
+    return avail
+
+
+def memory_estimate(d: int, k: int = 1, *, integrator: str = "euler", n_samples: int = 0) -> int:
+    """Peak bytes a solve/inv/simulate call allocates beyond its inputs, an upper bound
+    (measured peaks: 4.4 d x d float64 arrays for an Euler ``inv``, 6.2 for an exact one):
+    5 d x d arrays with the Euler integrator (the symmetrised copy of A and its transient
+    Cholesky factor, the chip's A, and for inv the running second moments, their squared
+    batch means and one batch buffer), 7 with the exact one (its eigendecomposition), plus
+    the trajectory of ``simulate`` (``n_samples d k`` values)."""
+    copies = 7 if integrator == "exact" else 5
+    return int(8 * (copies * d * d + 8 * d * k + n_samples * d * k))
+
+
+def _check_memory(what, d, k, integrator, n_samples=0):
+    need = memory_estimate(d, k, integrator=integrator, n_samples=n_samples)
+    avail = _available_memory()
+    if need > 0.9 * avail:
+        raise MemoryError(
+            f"thermo.{what} at d={d}{f', k={k}' if k > 1 else ''}"
+            f"{f', n_samples={n_samples}' if n_samples else ''} needs about {need / 2**30:.3g} GiB "
+            f"(thermo.memory_estimate) but only {avail / 2**30:.3g} GiB is available: use a smaller "
+            "problem, fewer samples per call, or free memory"
+        )
 
 
 # ---------------------------------------------------------------------------
@@ -329,6 +413,7 @@ class _Plan:
     substeps: int
     lam_min: float
     lam_max: float
+    rho: float  # per-sample autocorrelation of the slowest mode (the SE's correction uses it)
 
 
 def _plan(cfg: ChipConfig, A_eff: np.ndarray) -> _Plan:
@@ -336,6 +421,7 @@ def _plan(cfg: ChipConfig, A_eff: np.ndarray) -> _Plan:
     dt = cfg.dt if cfg.dt is not None else 1.0 / lam_max
     if cfg.integrator == "exact":
         substeps = 1
+        rho = math.exp(-lam_min * dt)
     else:
         substeps = cfg.substeps if cfg.substeps is not None else max(1, math.ceil(10.0 * dt * lam_max - 1e-9))
         h = dt / substeps
@@ -345,7 +431,8 @@ def _plan(cfg: ChipConfig, A_eff: np.ndarray) -> _Plan:
                 f"2 / lambda_max = {2.0 / lam_max:.4g}: use more substeps, a smaller dt or "
                 "integrator='exact'"
             )
-    return _Plan(dt, substeps, lam_min, lam_max)
+        rho = abs(1.0 - h * lam_min) ** substeps
+    return _Plan(dt, substeps, lam_min, lam_max, rho)
 
 
 def _make_sim(A, B, cfg: ChipConfig, dt: float, substeps: int):
@@ -364,65 +451,79 @@ def _prepare(A, B, cfg):
     probe = _make_sim(A, B, ChipConfig(dac_bits=cfg.dac_bits, mismatch=cfg.mismatch, chip_seed=cfg.chip_seed,
                                        seed=cfg.seed, beta=cfg.beta), 1.0, 1) if imperfect else None
     A_eff = probe.A_eff if probe is not None else A
+    del probe
     if imperfect:
         _check_pd(A_eff, "the effective (DAC-quantised / mismatched) A")
     plan = _plan(cfg, A_eff)
+    del A_eff
     sim = _make_sim(A, B, cfg, plan.dt, plan.substeps)
     return sim, plan
 
 
-def _run_mean(sim, plan, cfg, burn_in, time, tol, want_cov):
-    """Burn in, then average in batches. Returns dict of sums and batch statistics."""
-    dt = plan.dt
-    n_burn = int(math.ceil(burn_in / dt - 1e-9)) if burn_in > 0 else 0
+def _n_samples(window: float, dt: float, name: str, cfg: ChipConfig) -> int:
+    """ADC samples in a window (units of tau), refused beyond ChipConfig.max_samples."""
+    n = window / dt
+    if not n <= cfg.max_samples:
+        raise ValueError(
+            f"{name}={window:.4g} tau is {n:.3g} ADC samples of dt={dt:.4g} tau, beyond "
+            f"ChipConfig.max_samples={cfg.max_samples:.3g}: choose a shorter {name}, a larger dt, "
+            "or raise max_samples"
+        )
+    return int(math.ceil(n - 1e-9)) if n > 0 else 0
+
+
+_MIN_BATCHES = 32  # batch means: batches per fixed window, and before the first tol check
+_TOL_BATCH = 5.0   # tol mode: batch length in slowest relaxation times 1/lambda_min
+
+
+def _run(sim, plan, cfg, n_burn, n_max, tol, want_cov, time_window):
+    """Burn in, then average in batches (batch means, _thermo_stats). Memory: the running
+    sum and the sum of squared batch means, and one batch buffer, each (d, k) for solve and
+    (d, d) for inv (the second moments about the programmed mean 0: b = 0)."""
     if n_burn:
         sim.advance(n_burn, False, False, False)
-    n_max = max(2, int(math.ceil(time / dt - 1e-9)))
     d, k = sim.d, sim.k
+    shape = (d, d) if want_cov else (d, k)
+    bm = _stats.BatchMeans(shape, shift=not want_cov)
+    buf = np.zeros(shape)
+    rho = plan.rho**2 if want_cov else plan.rho  # products of the slowest mode decorrelate twice as fast
     if tol is None:
-        nb = min(32, n_max)
+        nb = min(_MIN_BATCHES, max(2, n_max // 2))
         edges = [round(i * n_max / nb) for i in range(nb + 1)]
         lengths = [edges[i + 1] - edges[i] for i in range(nb)]
     else:
-        L = max(1, int(math.ceil(5.0 / (plan.lam_min * dt))))
-        L = min(L, max(1, n_max // 16))
+        L = max(1, int(math.ceil(_TOL_BATCH / (plan.lam_min * plan.dt))))
+        L = min(L, max(1, n_max // _MIN_BATCHES))
+        n_max = max(2 * L, n_max // L * L)  # whole batches
         lengths = None
-    S = np.zeros((d, k))
-    Sxx = np.zeros((d, d)) if want_cov else None
-    bm1 = np.zeros((d, k)) if not want_cov else np.zeros((d, d))
-    bm2 = np.zeros_like(bm1)
-    n = nb_done = clipped = readings = 0
+    clipped = readings = 0
     converged = None
-    estimate = None
-    se = None
-    rel = float("nan")
+    rel = math.inf
+    se = F = dof = None
+    next_check = _MIN_BATCHES
+    per = k if want_cov else 1  # inv: k = 1 column (b = 0)
     while True:
-        length = lengths[nb_done] if lengths is not None else min(L, n_max - n)
-        if length <= 0:
-            break
-        r = sim.advance(length, True, want_cov, False)
-        n += length
-        nb_done += 1
+        length = lengths[bm.nb] if lengths is not None else L
+        buf.fill(0.0)
+        if want_cov:
+            r = sim.advance(length, False, buf, False)
+        else:
+            r = sim.advance(length, buf, False, False)
         clipped += r["clipped"]
         readings += r["readings"]
-        S += r["sum"]
-        mb = r["sum"] / length
-        if want_cov:
-            Sxx += r["sxx"]
-            cb = r["sxx"] / (length * k) - (mb.mean(axis=1)[:, None] * mb.mean(axis=1)[None, :])
-            bm1 += cb
-            bm2 += cb * cb
-        else:
-            bm1 += mb
-            bm2 += mb * mb
-        done = lengths is not None and nb_done == len(lengths)
-        check = tol is not None and nb_done >= 16
-        if done or check or (tol is not None and n >= n_max):
-            estimate, se, rel = _estimate(S, Sxx, bm1, bm2, n, nb_done, k, want_cov)
-            if check and rel < tol:
-                converged = True
-                break
-            if tol is not None and n >= n_max:
+        bm.add(buf, length * per, scratch=True)
+        done = lengths is not None and bm.nb == len(lengths)
+        capped = tol is not None and bm.n >= n_max * per
+        check = tol is not None and bm.nb >= next_check
+        if done or capped or check:
+            se, F, dof = bm.stderr(rho, out=buf)
+            rel = _relative(se, bm.total, bm.n, want_cov)
+            if check:
+                next_check = max(bm.nb + 1, int(math.ceil(bm.nb * 1.1)))
+                if rel < tol:
+                    converged = True
+                    break
+            if capped:
                 converged = False
                 break
             if done:
@@ -430,31 +531,23 @@ def _run_mean(sim, plan, cfg, burn_in, time, tol, want_cov):
     if tol is not None and not converged:
         warnings.warn(
             f"thermo: relative standard error {rel:.3g} did not reach tol={tol:g} within "
-            f"time={time:g} tau; returning the estimate so far (info.converged=False)",
+            f"time={time_window:g} tau; returning the estimate so far (info.converged=False)",
             RuntimeWarning,
             stacklevel=3,
         )
-    return dict(estimate=estimate, se=se, rel=rel, n=n, n_burn=n_burn, nb=nb_done, clipped=clipped,
-                readings=readings, converged=converged)
+    n = bm.n // per
+    total, sq = bm.total, bm.sq
+    del bm, sq
+    total /= n * per  # the estimate, in place
+    return dict(estimate=total, se=se, rel=rel, n=n, n_burn=n_burn, nb=len(lengths) if lengths else n // L,
+                clipped=clipped, readings=readings, converged=converged, se_factor=F, se_dof=dof)
 
 
-def _estimate(S, Sxx, bm1, bm2, n, nb, k, want_cov):
-    mean = S / n
+def _relative(se, total, n, want_cov):
+    """Relative standard error: Frobenius for inv, worst column for solve."""
     if want_cov:
-        m = mean.mean(axis=1)
-        est = Sxx / (n * k) - np.outer(m, m)
-    else:
-        est = mean
-    if nb >= 2:
-        var = np.maximum(bm2 / nb - (bm1 / nb) ** 2, 0.0) * nb / (nb - 1)
-        se = np.sqrt(var / nb)
-    else:
-        se = np.full_like(est, np.nan)
-    if want_cov:
-        rel = float(np.linalg.norm(se) / max(np.linalg.norm(est), 1e-300))
-    else:
-        rel = float(np.max(np.linalg.norm(se, axis=0) / np.maximum(np.linalg.norm(est, axis=0), 1e-300)))
-    return est, se, rel
+        return float(np.linalg.norm(se) / max(np.linalg.norm(total) / n, 1e-300))
+    return float(np.max(np.linalg.norm(se, axis=0) / np.maximum(np.linalg.norm(total, axis=0) / n, 1e-300)))
 
 
 def _defaults(plan, time, burn_in, tol):
@@ -481,7 +574,7 @@ def _config(config):
 
 
 def _make_info(cfg, plan, sim, res, t0, *, runs, values_programmed, values_read, stderr,
-               b_effective) -> "ThermoInfo":
+               b_effective, A_effective) -> "ThermoInfo":
     """The info of a solve/inv run: `runs` chip runs of burn-in + sampling,
     `values_programmed` through the DACs, `values_read` read out."""
     n = res["n"]
@@ -493,12 +586,22 @@ def _make_info(cfg, plan, sim, res, t0, *, runs, values_programmed, values_read,
         n_samples=n, n_burn_in=res["n_burn"],
         stderr=stderr, rel_stderr=res["rel"],
         clipped=res["clipped"], readings=res["readings"],
-        A_effective=sim.A_eff, b_effective=b_effective,
+        A_effective=A_effective, b_effective=b_effective,
         dt=plan.dt, substeps=plan.substeps, burn_in=res["n_burn"] * plan.dt, sampling_time=n * plan.dt,
         lambda_min_est=plan.lam_min, lambda_max_est=plan.lam_max, integrator=cfg.integrator,
         converged=res["converged"], n_batches=res["nb"], threads=sim.threads,
-        wall_time=_time.perf_counter() - t0,
+        wall_time=_time.perf_counter() - t0, stderr_factor=res["se_factor"], stderr_dof=res["se_dof"],
     )
+
+
+def _windows(cfg, plan, time_, burn, tol):
+    burn, time_ = _defaults(plan, time_, burn, tol)
+    n_burn = _n_samples(burn, plan.dt, "burn_in", cfg)
+    if tol is None:
+        n_max = max(2, _n_samples(time_, plan.dt, "time", cfg))
+    else:  # the cap of an anytime run: at most max_samples
+        n_max = max(2, int(math.ceil(min(time_ / plan.dt, cfg.max_samples) - 1e-9)))
+    return n_burn, n_max, time_
 
 
 def solve(A, b, *, time=None, burn_in=None, tol=None, config: Optional[ChipConfig] = None,
@@ -516,7 +619,7 @@ def solve(A, b, *, time=None, burn_in=None, tol=None, config: Optional[ChipConfi
         burn_in: relaxation before averaging, units of ``tau``; default ``10 / lambda_min``
             (the slowest mode's distance from equilibrium falls by e^-10).
         tol: run until the estimated relative standard error (batch means over batches of
-            5 relaxation times, at least 16 batches) is below ``tol`` — the "anytime" mode.
+            5 relaxation times, at least 32 batches) is below ``tol`` — the "anytime" mode.
         config: a :class:`ChipConfig` (default: ideal chip, Euler–Maruyama).
         return_info: also return a :class:`ThermoInfo`.
 
@@ -525,6 +628,9 @@ def solve(A, b, *, time=None, burn_in=None, tol=None, config: Optional[ChipConfi
     """
     t0 = _time.perf_counter()
     cfg = _config(config)
+    shape_A, shape_b = _shape(A), _shape(b)
+    if len(shape_A) == 2 and shape_A[0] == shape_A[1] and len(shape_b) in (1, 2):
+        _check_memory("solve", shape_A[0], shape_b[1] if len(shape_b) == 2 else 1, cfg.integrator)
     A_np, a_t, a_dt, a_dev = _to_numpy(A, "A")
     b_np, b_t, b_dt, b_dev = _to_numpy(b, "b")
     A_np = _check_A(A_np)
@@ -536,9 +642,10 @@ def solve(A, b, *, time=None, burn_in=None, tol=None, config: Optional[ChipConfi
     kind = _result_kind((a_t, a_dt, a_dev), (b_t, b_dt, b_dev))
     k = B.shape[1]
     sim, plan = _prepare(A_np, np.ascontiguousarray(B), cfg)
-    burn, time_ = _defaults(plan, time_, burn, tol)
+    del A_np
+    n_burn, n_max, time_ = _windows(cfg, plan, time_, burn, tol)
     # Run the k columns at once (the product A X); the chip would run them one by one.
-    res = _run_mean(sim, plan, cfg, burn, time_, tol, want_cov=False)
+    res = _run(sim, plan, cfg, n_burn, n_max, tol, False, time_)
     x = res["estimate"]
     out_shape = (d,) if b_np.ndim == 1 else (d, k)
     result = _out(x.reshape(out_shape), kind)
@@ -547,21 +654,25 @@ def solve(A, b, *, time=None, burn_in=None, tol=None, config: Optional[ChipConfi
     # k right-hand sides run one after another on one programmed chip
     info = _make_info(cfg, plan, sim, res, t0, runs=k, values_programmed=d * d + d * k,
                       values_read=d * k, stderr=_out(res["se"].reshape(out_shape), kind),
-                      b_effective=sim.B_eff.reshape(out_shape))
+                      b_effective=sim.B_eff.reshape(out_shape), A_effective=sim.A_eff)
     return result, info
 
 
 def inv(A, *, time=None, burn_in=None, tol=None, config: Optional[ChipConfig] = None,
         return_info: bool = False):
-    """Estimate ``A^-1`` on the simulated chip: ``beta`` × the time-averaged covariance of the
-    cell voltages with ``b = 0`` (sample mean subtracted).
+    """Estimate ``A^-1`` on the simulated chip: ``beta`` × the time-averaged second moment of
+    the cell voltages with ``b = 0`` (their programmed equilibrium mean is exactly 0).
 
-    Arguments as in :func:`solve`. The covariance estimator's standard error falls like
+    Arguments as in :func:`solve`. The estimator's standard error falls like
     ``1/sqrt(time)``; entry (i, j) has variance ≈ ``∫ (S_ii(s) S_jj(s) + S_ij(s)^2) ds / t`` with
-    ``S(s) = expm(-A|s|) A^-1 / beta``. Read-out moves ``d^2`` values.
+    ``S(s) = expm(-A|s|) A^-1 / beta``. Read-out moves ``d^2`` values. Peak memory: a few
+    ``d x d`` arrays (:func:`memory_estimate`); refused up front beyond what is available.
     """
     t0 = _time.perf_counter()
     cfg = _config(config)
+    shape_A = _shape(A)
+    if len(shape_A) == 2 and shape_A[0] == shape_A[1]:
+        _check_memory("inv", shape_A[0], 1, cfg.integrator)
     A_np, a_t, a_dt, a_dev = _to_numpy(A, "A")
     A_np = _check_A(A_np)
     d = A_np.shape[0]
@@ -570,14 +681,19 @@ def inv(A, *, time=None, burn_in=None, tol=None, config: Optional[ChipConfig] = 
     tol = _check_tol(tol)
     kind = _result_kind((a_t, a_dt, a_dev))
     sim, plan = _prepare(A_np, np.zeros((d, 1)), cfg)
-    burn, time_ = _defaults(plan, time_, burn, tol)
-    res = _run_mean(sim, plan, cfg, burn, time_, tol, want_cov=True)
-    result = _out(cfg.beta * res["estimate"], kind)
+    del A_np
+    n_burn, n_max, time_ = _windows(cfg, plan, time_, burn, tol)
+    res = _run(sim, plan, cfg, n_burn, n_max, tol, True, time_)
+    est = res.pop("estimate")
+    est *= cfg.beta
+    result = _out(est, kind)
     if not return_info:
         return result
+    se = res["se"]
+    se *= cfg.beta
     info = _make_info(cfg, plan, sim, res, t0, runs=1, values_programmed=d * d + d,
-                      values_read=d * d, stderr=_out(cfg.beta * res["se"], kind),
-                      b_effective=sim.B_eff.reshape(d))
+                      values_read=d * d, stderr=_out(se, kind),
+                      b_effective=sim.B_eff.reshape(d), A_effective=sim.A_eff)
     return result, info
 
 
@@ -591,6 +707,13 @@ def simulate(A, b, *, n_samples: int, x0=None, config: Optional[ChipConfig] = No
     cfg = _config(config)
     if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 0:
         raise ValueError(f"n_samples must be an integer >= 0, got {n_samples!r}")
+    if n_samples > cfg.max_samples:
+        raise ValueError(f"n_samples={n_samples} is beyond ChipConfig.max_samples={cfg.max_samples:.3g}: "
+                         "simulate fewer samples per call (continue from x0) or raise max_samples")
+    shape_A, shape_b = _shape(A), _shape(b)
+    if len(shape_A) == 2 and shape_A[0] == shape_A[1] and len(shape_b) in (1, 2):
+        _check_memory("simulate", shape_A[0], shape_b[1] if len(shape_b) == 2 else 1, cfg.integrator,
+                      n_samples=int(n_samples))
     A_np, a_t, a_dt, a_dev = _to_numpy(A, "A")
     b_np, b_t, b_dt, b_dev = _to_numpy(b, "b")
     A_np = _check_A(A_np)
@@ -609,6 +732,7 @@ def simulate(A, b, *, n_samples: int, x0=None, config: Optional[ChipConfig] = No
         kinds.append((x_t, x_dt, x_dev))
     kind = _result_kind(*kinds)
     sim, plan = _prepare(A_np, np.ascontiguousarray(B), cfg)
+    del A_np
     sim.set_state(np.ascontiguousarray(X0))
     r = sim.advance(int(n_samples), False, False, True)
     traj = r["traj"]

@@ -59,32 +59,34 @@ class PySimulator {
     sim_ = std::make_unique<Simulator>(static_cast<int>(d), k, a, b, p);
   }
 
-  py::dict advance(int64_t n, bool want_sum, bool want_sxx, bool want_traj) {
+  // want_sum / want_sxx: True allocates a zeroed array; an existing float64
+  // C-contiguous writable array of the right shape is accumulated into instead
+  // (so long runs need no new d x d buffer per call).
+  py::dict advance(int64_t n, py::object want_sum, py::object want_sxx, bool want_traj) {
     if (n < 0) throw std::invalid_argument("n must be >= 0");
     const int64_t d = sim_->d(), k = sim_->k();
     py::object sum = py::none(), sxx = py::none(), traj = py::none();
-    double *ps = nullptr, *px = nullptr, *pt = nullptr;
-    if (want_sum) {
-      Arr a = matrix(d, k);
-      std::fill(a.mutable_data(), a.mutable_data() + d * k, 0.0);
-      ps = a.mutable_data();
-      sum = a;
-    }
-    if (want_sxx) {
-      Arr a = matrix(d, d);
-      std::fill(a.mutable_data(), a.mutable_data() + d * d, 0.0);
-      px = a.mutable_data();
-      sxx = a;
-    }
+    double* ps = target(want_sum, d, k, "sum", &sum);
+    double* px = target(want_sxx, d, d, "sxx", &sxx);
+    double* pt = nullptr;
     if (want_traj) {
       Arr a({n, d, k});
       pt = a.mutable_data();
       traj = a;
     }
     AdvanceStats st;
-    {
+    RunHooks hooks;
+    // Ctrl-C: every 50 ms take the GIL briefly and let Python run its signal handlers
+    hooks.poll = [] {
+      py::gil_scoped_acquire gil;
+      return PyErr_CheckSignals() != 0;
+    };
+    try {
       py::gil_scoped_release nogil;
-      st = sim_->advance(n, ps, px, pt);
+      st = sim_->advance(n, ps, px, pt, &hooks);
+    } catch (const Interrupted&) {
+      if (!PyErr_Occurred()) PyErr_SetNone(PyExc_KeyboardInterrupt);
+      throw py::error_already_set();
     }
     py::dict out;
     out["sum"] = sum;
@@ -125,6 +127,23 @@ class PySimulator {
     std::copy(v.begin(), v.end(), a.mutable_data());
     return a;
   }
+  static double* target(const py::object& want, int64_t r, int64_t c, const char* name, py::object* out) {
+    if (want.is_none() || (py::isinstance<py::bool_>(want) && !want.cast<bool>())) return nullptr;
+    if (py::isinstance<py::bool_>(want)) {
+      Arr a = matrix(r, c);
+      std::fill(a.mutable_data(), a.mutable_data() + r * c, 0.0);
+      *out = a;
+      return a.mutable_data();
+    }
+    using Exact = py::array_t<double, py::array::c_style>;
+    if (!Exact::check_(want)) throw std::invalid_argument(std::string(name) + ": expected a float64 C-contiguous array");
+    Exact a = py::reinterpret_borrow<Exact>(want);
+    if (a.ndim() != 2 || a.shape(0) != r || a.shape(1) != c || !a.writeable())
+      throw std::invalid_argument(std::string(name) + ": expected a writable (" + std::to_string(r) + ", " +
+                                  std::to_string(c) + ") array");
+    *out = a;
+    return a.mutable_data();
+  }
   std::unique_ptr<Simulator> sim_;
 };
 
@@ -147,7 +166,9 @@ PYBIND11_MODULE(_thermo, m) {
            py::arg("mismatch"), py::arg("chip_seed"), py::arg("seed"), py::arg("threads"))
       .def("advance", &PySimulator::advance, py::arg("n"), py::arg("want_sum") = true,
            py::arg("want_sxx") = false, py::arg("want_traj") = false,
-           "Run n ADC intervals; returns dict(sum, sxx, traj, samples, readings, clipped)")
+           "Run n ADC intervals; returns dict(sum, sxx, traj, samples, readings, clipped). want_sum/want_sxx: "
+           "bool, or an array to accumulate into. Ctrl-C raises KeyboardInterrupt within ~50 ms (the "
+           "simulator is then unusable).")
       .def("set_state", &PySimulator::set_state)
       .def("get_state", &PySimulator::get_state)
       .def_property_readonly("A_eff", &PySimulator::A_eff)
@@ -196,4 +217,8 @@ PYBIND11_MODULE(_thermo, m) {
   m.def("noise_isa", &pybayes::noise_isa, "Instruction set of the Philox noise generator in use");
   m.def("quantize", &quantize, py::arg("v"), py::arg("full_scale"), py::arg("bits"));
   m.def("hardware_threads", [] { return static_cast<int>(std::thread::hardware_concurrency()); });
+  m.def("available_cores", &available_cores, "CPU cores this process may run on (affinity mask)");
+  m.def("_set_test_hooks", &set_test_hooks, py::arg("fail_thread_spawn_at") = -1, py::arg("cores") = 0,
+        "Tests only: fail the creation of the given worker thread of every run (-1: off); pretend to have "
+        "`cores` cores (0: real)");
 }

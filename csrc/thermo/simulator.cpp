@@ -2,14 +2,25 @@
 // the exact OU transition in the eigenbasis of a symmetric A; ADC read-out;
 // accumulation of the estimators' sums. Multi-threaded over rows (cells) with
 // one barrier per step; noise is indexed by (seed, step, cell, column) only.
+//
+// A run can be stopped: every barrier and every step polls an abort flag, set
+// when a worker fails, when a worker thread cannot be started, or when the
+// caller's RunHooks::poll (Ctrl-C) asks for it.
 #include <math.h>
+#include <sched.h>
 #include <cmath>
 #include <string.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <exception>
+#include <mutex>
 #include <stdexcept>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -20,20 +31,39 @@ namespace pybayes {
 namespace thermo {
 namespace {
 
+std::atomic<int> g_fail_spawn_at{-1};
+std::atomic<int> g_test_cores{0};
+
+// Thrown inside a worker when the run is aborted; never leaves advance().
+struct Aborted {};
+
+using AbortFlag = std::atomic<bool>;
+
+inline void check_abort(const AbortFlag* abort) {
+  if (abort->load(std::memory_order_relaxed)) throw Aborted{};
+}
+
 // Sense-by-generation spin barrier; yields after a short spin so it behaves
-// when there are more threads than free cores.
+// when there are more threads than free cores. Waiting threads leave (throw
+// Aborted) once the abort flag is set, so a failed or interrupted thread never
+// leaves the others stuck.
 class SpinBarrier {
  public:
-  explicit SpinBarrier(int n) : n_(n) {}
+  SpinBarrier(int n, const AbortFlag* abort) : n_(n), abort_(abort) {}
   void wait() {
-    if (n_ <= 1) return;
+    if (n_ <= 1) {
+      check_abort(abort_);
+      return;
+    }
     const int g = gen_.load(std::memory_order_acquire);
     if (count_.fetch_add(1, std::memory_order_acq_rel) == n_ - 1) {
       count_.store(0, std::memory_order_relaxed);
       gen_.fetch_add(1, std::memory_order_release);
+      check_abort(abort_);
       return;
     }
     for (int spins = 0; gen_.load(std::memory_order_acquire) == g; ++spins) {
+      check_abort(abort_);
       if (spins < 2000) {
 #if defined(__x86_64__)
         __builtin_ia32_pause();
@@ -46,6 +76,7 @@ class SpinBarrier {
 
  private:
   const int n_;
+  const AbortFlag* abort_;
   std::atomic<int> count_{0};
   std::atomic<int> gen_{0};
 };
@@ -56,8 +87,27 @@ PhiloxStream step_stream(uint64_t seed, uint32_t base, uint64_t step) {
 }
 
 constexpr int kSampleBuffer = 64;  // ADC samples per covariance update (P P^T)
+constexpr int kFlushRows = 128;    // rows of P P^T between abort checks
 
 }  // namespace
+
+int available_cores() {
+  const int forced = g_test_cores.load();
+  if (forced > 0) return forced;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+    const int n = CPU_COUNT(&set);
+    if (n > 0) return n;
+  }
+  const int hw = static_cast<int>(std::thread::hardware_concurrency());
+  return hw > 0 ? hw : 1;
+}
+
+void set_test_hooks(int fail_thread_spawn_at, int cores) {
+  g_fail_spawn_at.store(fail_thread_spawn_at);
+  g_test_cores.store(cores > 0 ? cores : 0);
+}
 
 Simulator::Simulator(int d, int k, const double* A, const double* B, const Params& p)
     : d_(d), k_(k), p_(p) {
@@ -140,23 +190,27 @@ void Simulator::get_state(double* x) const {
 }
 
 int Simulator::threads_for_run() const {
-  int hw = static_cast<int>(std::thread::hardware_concurrency());
-  if (hw < 1) hw = 1;
-  int n = p_.threads > 0 ? p_.threads : hw;
+  const int cores = available_cores();
+  int n = p_.threads > 0 ? p_.threads : cores;
   if (p_.threads <= 0) {
     // auto: a step must be big enough to pay for a barrier (~1 us)
     const double work = static_cast<double>(d_) * d_ * k_;
     if (work < 131072.0) n = 1;
     n = std::min(n, std::max(1, d_ / 32));
   }
-  return std::max(1, std::min(n, d_));
+  // more threads than cores only makes the barriers slower (threads=128 on 2 cores: 45x)
+  return std::max(1, std::min({n, d_, cores}));
 }
 
-AdvanceStats Simulator::advance(int64_t n, double* sum, double* sxx, double* traj) {
+AdvanceStats Simulator::advance(int64_t n, double* sum, double* sxx, double* traj, const RunHooks* hooks) {
   AdvanceStats st;
+  if (broken_)
+    throw std::runtime_error("thermo: this simulator was interrupted or failed mid-run; build a new one");
   if (n <= 0) return st;
   const int nth = threads_for_run();
-  SpinBarrier barrier(nth);
+  const bool watched = hooks != nullptr && static_cast<bool>(hooks->poll);
+  AbortFlag abort{false};
+  SpinBarrier barrier(nth, &abort);
   std::vector<int64_t> clipped(static_cast<size_t>(nth) * 8, 0);  // padded against false sharing
   if (sxx) {
     const size_t need = static_cast<size_t>(d_) * k_ * kSampleBuffer;
@@ -165,14 +219,82 @@ AdvanceStats Simulator::advance(int64_t n, double* sum, double* sxx, double* tra
       cov_Q_.assign(need, 0.0);
     }
   }
-  if (nth == 1) {
-    run_thread(0, 1, n, sum, sxx, traj, clipped.data(), &barrier);
-  } else {
-    std::vector<std::thread> pool;
-    for (int t = 1; t < nth; ++t)
-      pool.emplace_back([&, t] { run_thread(t, nth, n, sum, sxx, traj, clipped.data() + 8 * t, &barrier); });
-    run_thread(0, nth, n, sum, sxx, traj, clipped.data(), &barrier);
+  // Workers wait at a start gate until every thread exists, so a failure to
+  // start one leaves the state untouched. 0: wait, 1: run, 2: give up.
+  std::atomic<int> gate{0};
+  std::mutex mu;
+  std::condition_variable cv;
+  int finished = 0;
+  std::exception_ptr error;
+  auto body = [&](int t) {
+    try {
+      run_thread(t, nth, n, sum, sxx, traj, clipped.data() + 8 * t, &barrier, &abort);
+    } catch (const Aborted&) {
+    } catch (...) {
+      std::lock_guard<std::mutex> lk(mu);
+      if (!error) error = std::current_exception();
+      abort.store(true);
+    }
+  };
+  auto worker = [&](int t) {
+    int g;
+    while ((g = gate.load(std::memory_order_acquire)) == 0) std::this_thread::yield();
+    if (g == 1) body(t);
+    {
+      std::lock_guard<std::mutex> lk(mu);
+      ++finished;
+    }
+    cv.notify_all();
+  };
+  // watched: the caller only polls, all nth workers are threads; else the caller is worker 0
+  const int first = watched ? 0 : 1;
+  std::vector<std::thread> pool;
+  pool.reserve(static_cast<size_t>(nth));
+  try {
+    for (int t = first; t < nth; ++t) {
+      if (g_fail_spawn_at.load() == t - first)
+        throw std::system_error(std::make_error_code(std::errc::resource_unavailable_try_again),
+                                "test hook: thread creation refused");
+      pool.emplace_back(worker, t);
+    }
+  } catch (const std::system_error& e) {
+    gate.store(2, std::memory_order_release);
     for (auto& th : pool) th.join();
+    throw std::runtime_error("thermo: could not start simulator thread " + std::to_string(pool.size() + 1) +
+                             " of " + std::to_string(nth - first) + " (" + e.what() +
+                             "); nothing was simulated. Use fewer threads (ChipConfig.threads) or free memory");
+  }
+  gate.store(1, std::memory_order_release);
+  bool interrupted = false;
+  if (!watched) {
+    body(0);
+  } else {
+    const auto period = std::chrono::milliseconds(std::max(1, hooks->poll_interval_ms));
+    std::unique_lock<std::mutex> lk(mu);
+    while (finished < nth) {
+      if (cv.wait_for(lk, period, [&] { return finished >= nth; })) break;
+      lk.unlock();
+      bool stop = false;
+      try {
+        stop = !abort.load() && hooks->poll();
+      } catch (...) {
+        lk.lock();
+        if (!error) error = std::current_exception();
+        lk.unlock();
+        stop = true;
+      }
+      if (stop) {
+        interrupted = true;
+        abort.store(true);
+      }
+      lk.lock();
+    }
+  }
+  for (auto& th : pool) th.join();
+  if (error || interrupted || abort.load()) {
+    broken_ = true;  // some threads stopped mid-step
+    if (error) std::rethrow_exception(error);
+    throw Interrupted();
   }
   if (p_.integrator == Integrator::kEuler) {
     const int64_t steps = n * p_.substeps;
@@ -188,8 +310,9 @@ AdvanceStats Simulator::advance(int64_t n, double* sum, double* sxx, double* tra
 }
 
 void Simulator::run_thread(int tid, int nth, int64_t n, double* sum, double* sxx, double* traj,
-                           int64_t* clipped, void* barrier_ptr) {
+                           int64_t* clipped, void* barrier_ptr, const void* abort_ptr) {
   SpinBarrier& barrier = *static_cast<SpinBarrier*>(barrier_ptr);
+  const AbortFlag* abort = static_cast<const AbortFlag*>(abort_ptr);
   const int d = d_, k = k_;
   int rows_per = (d + nth - 1) / nth;
   rows_per = std::min(d, (rows_per + 7) / 8 * 8);
@@ -219,8 +342,13 @@ void Simulator::run_thread(int tid, int nth, int64_t n, double* sum, double* sxx
   auto flush = [&]() {
     if (!sxx || filled == 0) return;
     barrier.wait();  // every thread's readings of the buffered samples are in P and Q
-    if (r1 > r0) gemm(r1 - r0, d, static_cast<int64_t>(filled) * k, P + static_cast<int64_t>(r0) * ldp, ldp, Q, d,
-                      sxx + static_cast<int64_t>(r0) * d, d, true);
+    // in row blocks, so a large d still notices an abort quickly (any row split gives the same bits)
+    for (int b0 = r0; b0 < r1; b0 += kFlushRows) {
+      check_abort(abort);
+      const int b1 = std::min(r1, b0 + kFlushRows);
+      gemm(b1 - b0, d, static_cast<int64_t>(filled) * k, P + static_cast<int64_t>(b0) * ldp, ldp, Q, d,
+           sxx + static_cast<int64_t>(b0) * d, d, true);
+    }
     filled = 0;
     barrier.wait();  // nobody refills P/Q while another thread still reads them
   };
@@ -254,6 +382,7 @@ void Simulator::run_thread(int tid, int nth, int64_t n, double* sum, double* sxx
     const double c = sqrt(2.0 * h / p_.beta);
     for (int64_t s = 0; s < n; ++s) {
       for (int sub = 0; sub < p_.substeps; ++sub) {
+        check_abort(abort);
         const uint64_t g = static_cast<uint64_t>(samples_done_ + s) * p_.substeps + sub;
         const double* xc = buf_[cur].data();
         double* xn = buf_[cur ^ 1].data();
@@ -273,6 +402,7 @@ void Simulator::run_thread(int tid, int nth, int64_t n, double* sum, double* sxx
     const double* Mm = M_.data();
     double* X = X_.data();
     for (int64_t s = 0; s < n; ++s) {
+      check_abort(abort);
       const uint64_t g = static_cast<uint64_t>(samples_done_ + s);
       const double* yc = buf_[cur].data();
       double* yn = buf_[cur ^ 1].data();

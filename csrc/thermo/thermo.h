@@ -22,6 +22,8 @@
 
 #include <stdint.h>
 
+#include <functional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -41,8 +43,33 @@ struct Params {
   double mismatch = 0.0;  // relative std of the fixed per-component mismatch
   uint64_t chip_seed = 0; // which physical chip: seeds the mismatch pattern
   uint64_t seed = 0;      // thermal noise
-  int threads = 0;        // 0: all hardware threads (used only when the problem is big enough)
+  int threads = 0;        // 0: all available cores (used only when the problem is big enough);
+                          // never more than available_cores()
 };
+
+// CPU cores this process may run on (its affinity mask; >= 1).
+int available_cores();
+
+// How a run (Simulator::advance) is watched. With `poll` set, the calling
+// thread does no simulation: it starts the workers and calls poll() every
+// poll_interval_ms until they finish; poll() returning true stops the run
+// (advance then throws Interrupted). Python uses it to check for Ctrl-C.
+struct RunHooks {
+  std::function<bool()> poll;
+  int poll_interval_ms = 50;
+};
+
+// Thrown by advance() when RunHooks::poll asked to stop. The simulator is then
+// in an undefined intermediate state and refuses further runs.
+class Interrupted : public std::runtime_error {
+ public:
+  Interrupted() : std::runtime_error("thermo: run interrupted") {}
+};
+
+// Test hooks (process-wide, for the bad-input tests only): make the creation
+// of the `fail_at`-th worker thread of every later run fail as if the system
+// were out of threads (-1: off); pretend the process has `cores` cores (0: real).
+void set_test_hooks(int fail_thread_spawn_at, int cores);
 
 // Stream ids of the noise (DESIGN.md §4). The high 32 bits of the step index
 // go into the stream id so runs longer than 2^32 steps never repeat noise.
@@ -107,11 +134,14 @@ class Simulator {
   //   * added to sum (d x k) when sum != nullptr,
   //   * added as sum over columns of r_c r_c^T to sxx (d x d) when sxx != nullptr,
   //   * written to traj[s] (n x d x k) when traj != nullptr.
-  AdvanceStats advance(int64_t n, double* sum, double* sxx, double* traj);
+  // If a worker thread cannot be started, nothing is simulated, the threads
+  // already started are stopped and joined, and std::runtime_error is thrown
+  // (the simulator stays usable). hooks: see RunHooks.
+  AdvanceStats advance(int64_t n, double* sum, double* sxx, double* traj, const RunHooks* hooks = nullptr);
 
  private:
   void run_thread(int tid, int nth, int64_t n, double* sum, double* sxx, double* traj,
-                  int64_t* clipped, void* barrier);
+                  int64_t* clipped, void* barrier, const void* abort);
 
   int d_, k_;
   Params p_;
@@ -125,6 +155,7 @@ class Simulator {
   // covariance accumulation buffers (see advance)
   std::vector<double> cov_P_, cov_Q_;
   int64_t samples_done_ = 0;
+  bool broken_ = false;  // an interrupted or failed run left the state half-updated
 };
 
 }  // namespace thermo

@@ -215,12 +215,68 @@ static void test_clipping_and_errors() {
   CHECK(threw, "dt < 0 accepted");
 }
 
+// A run stopped by RunHooks::poll throws Interrupted and the simulator refuses
+// to continue; a worker thread that cannot start throws, changes nothing, and
+// the next run gives the bits of a fresh simulator.
+static void test_interrupt_and_thread_failure() {
+  const int d = 80;
+  std::vector<double> A = spd(d, 1.0), B(d, 1.0);
+  Params p;
+  p.dt = 0.1;
+  p.substeps = 2;
+  p.threads = 2;
+  set_test_hooks(-1, 2);
+  {
+    Simulator sim(d, 1, A.data(), B.data(), p);
+    int polls = 0;
+    RunHooks hooks;
+    hooks.poll = [&] { return ++polls >= 3; };
+    hooks.poll_interval_ms = 5;
+    bool interrupted = false;
+    try {
+      sim.advance(int64_t(1) << 40, nullptr, nullptr, nullptr, &hooks);
+    } catch (const Interrupted&) {
+      interrupted = true;
+    }
+    CHECK(interrupted && polls == 3, "run not interrupted by the poll hook (polls %d)", polls);
+    bool refused = false;
+    try {
+      sim.advance(1, nullptr, nullptr, nullptr);
+    } catch (const std::runtime_error&) {
+      refused = true;
+    }
+    CHECK(refused, "an interrupted simulator ran again");
+  }
+  for (int watched = 0; watched < 2; ++watched) {
+    Simulator sim(d, 1, A.data(), B.data(), p), fresh(d, 1, A.data(), B.data(), p);
+    RunHooks hooks;
+    hooks.poll = [] { return false; };
+    const RunHooks* h = watched ? &hooks : nullptr;
+    set_test_hooks(0, 2);
+    bool threw = false;
+    std::vector<double> s1(d, 0.0), s2(d, 0.0);
+    try {
+      sim.advance(30, s1.data(), nullptr, nullptr, h);
+    } catch (const std::runtime_error& e) {
+      threw = strstr(e.what(), "could not start simulator thread") != nullptr;
+    }
+    set_test_hooks(-1, 2);
+    CHECK(threw && sim.samples_done() == 0, "thread start failure not reported (watched %d)", watched);
+    std::fill(s1.begin(), s1.end(), 0.0);
+    sim.advance(30, s1.data(), nullptr, nullptr, h);
+    fresh.advance(30, s2.data(), nullptr, nullptr, nullptr);
+    CHECK(s1 == s2, "the run after a failed thread start differs from a fresh one (watched %d)", watched);
+  }
+  set_test_hooks(-1, 0);
+}
+
 int main() {
   test_eigh();
   test_gemm();
   test_quantize_and_mismatch();
   test_exact_variance_and_threads();
   test_clipping_and_errors();
+  test_interrupt_and_thread_failure();
   const int failures = check_failures();
   if (failures) {
     fprintf(stderr, "%d failure(s)\n", failures);
