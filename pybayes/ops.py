@@ -28,6 +28,28 @@ def build_info() -> dict:
     return dict(_C.build_info())
 
 
+def _refuse_mixed_meta(op, **args):
+    """The fake kernels below also serve the Meta dispatch key, which wins as
+    soon as one tensor of a call is on the meta device: a real CPU/CUDA call
+    with a stray meta tensor would silently do nothing. Refuse it; calls whose
+    tensors are all meta (or fake, under torch.compile) only trace shapes."""
+    from torch._subclasses.fake_tensor import is_fake
+
+    meta = real = None
+    for name, v in args.items():
+        for i, t in enumerate(v if isinstance(v, (list, tuple)) else [v]):
+            if not isinstance(t, torch.Tensor) or is_fake(t):
+                continue
+            label = f"{name}[{i}]" if isinstance(v, (list, tuple)) else name
+            if t.is_meta:
+                meta = meta or label
+            else:
+                real = real or (label, t.device)
+    if meta is not None and real is not None:
+        raise RuntimeError(f"{op}: {meta} is a meta tensor but {real[0]} is on {real[1]}; a call takes "
+                           "tensors of one device (meta tensors only trace shapes and update nothing)")
+
+
 # ---------------------------------------------------------------------------
 # Philox streams (DESIGN.md §4)
 
@@ -90,19 +112,21 @@ def philox_normal(seed: int, n: int, *, offset: int = 0, stream: int = 0, step: 
 @torch.library.register_fake("pybayes::sgld_")
 def _sgld_fake(params, grads, param_ids, steps, lr, weight_decay, temperature, num_data, seed,
                maximize, grad_scale=None, found_inf=None, offsets=None):
-    return None
+    _refuse_mixed_meta("sgld_", params=params, grads=grads, grad_scale=grad_scale, found_inf=found_inf)
 
 
 @torch.library.register_fake("pybayes::sghmc_")
 def _sghmc_fake(params, grads, momentum_buffers, param_ids, steps, lr, momentum, weight_decay,
                 temperature, num_data, seed, maximize, grad_scale=None, found_inf=None, offsets=None):
-    return None
+    _refuse_mixed_meta("sghmc_", params=params, grads=grads, momentum_buffers=momentum_buffers,
+                       grad_scale=grad_scale, found_inf=found_inf)
 
 
 @torch.library.register_fake("pybayes::psgld_")
 def _psgld_fake(params, grads, square_avgs, param_ids, steps, lr, alpha, eps, weight_decay,
                 temperature, num_data, seed, maximize, grad_scale=None, found_inf=None, offsets=None):
-    return None
+    _refuse_mixed_meta("psgld_", params=params, grads=grads, square_avgs=square_avgs,
+                       grad_scale=grad_scale, found_inf=found_inf)
 
 
 # ---------------------------------------------------------------------------
@@ -111,12 +135,12 @@ def _psgld_fake(params, grads, square_avgs, param_ids, steps, lr, alpha, eps, we
 
 @torch.library.register_fake("pybayes::fisher_diag_accumulate_")
 def _fisher_diag_accumulate_fake(fisher, grads, decay, scale):
-    return None
+    _refuse_mixed_meta("fisher_diag_accumulate_", fisher=fisher, grads=grads)
 
 
 @torch.library.register_fake("pybayes::fisher_diag_accumulate_per_sample_")
 def _fisher_diag_accumulate_per_sample_fake(fisher, grads, scale):
-    return None
+    _refuse_mixed_meta("fisher_diag_accumulate_per_sample_", fisher=fisher, grads=grads)
 
 
 def _tensor_list(x, name):

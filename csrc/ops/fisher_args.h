@@ -8,6 +8,8 @@
 
 #include <cmath>
 
+#include "checks.h"
+
 namespace pybayes {
 namespace ops {
 
@@ -49,6 +51,8 @@ inline void check_fisher_lists(const char* op, at::TensorList fisher, at::Tensor
                   " elements)");
     }
   }
+  // grads are only read (one may be passed twice); fisher is written
+  check_no_overlap(op, {fisher, grads}, {"fisher", "grads"}, {true, false});
 }
 
 inline void check_fisher_scalars(const char* op, double decay, double scale) {

@@ -1,6 +1,7 @@
-// Validation of the sampler ops' arguments, shared by the CPU kernels and the
-// CUDA glue. Everything is checked before any tensor is written, so a call
-// that raises modifies nothing.
+// Validation of the sampler ops' arguments, shared by the CPU kernels, the
+// CUDA glue and the optimizers (pybayes._C.check_sampler_call runs the same
+// checks for every param group before the first kernel). Everything is checked
+// before any tensor is written, so a call that raises modifies nothing.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -10,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "checks.h"
 #include "sampler_math.h"
 
 namespace pybayes {
@@ -27,7 +29,7 @@ inline bool is_supported_float(at::ScalarType t) {
 inline void check_tensor_lists(const char* op, at::TensorList params, at::TensorList grads,
                                const std::vector<at::TensorList>& buffers,
                                const std::vector<const char*>& buffer_names,
-                               at::IntArrayRef ids, at::IntArrayRef steps) {
+                               at::IntArrayRef ids, at::IntArrayRef steps, bool overlap) {
   const size_t n = params.size();
   TORCH_CHECK(grads.size() == n, op, ": grads has ", grads.size(), " tensors, params has ", n);
   TORCH_CHECK(ids.size() == n, op, ": param_ids has ", ids.size(), " entries, params has ", n);
@@ -42,11 +44,10 @@ inline void check_tensor_lists(const char* op, at::TensorList params, at::Tensor
                 "); only real floating-point parameters are supported");
     TORCH_CHECK(is_supported_float(p.scalar_type()), op, ": params[", i,
                 "] must be float32, float64, float16 or bfloat16, got ", p.scalar_type());
-    TORCH_CHECK(p.layout() == at::kStrided, op, ": params[", i, "] must be a dense tensor");
-    TORCH_CHECK(p.is_contiguous(), op, ": params[", i, "] must be contiguous");
+    check_dense(p, op, "params", i);
     TORCH_CHECK(!g.is_sparse(), op, ": grads[", i,
                 "] is sparse; sparse gradients are not supported (use a dense embedding)");
-    TORCH_CHECK(g.layout() == at::kStrided, op, ": grads[", i, "] must be a dense tensor");
+    check_dense(g, op, "grads", i);
     TORCH_CHECK(p.device() == params[0].device(), op, ": params[", i, "] is on ", p.device(),
                 " but params[0] is on ", params[0].device(), "; one call takes one device");
     TORCH_CHECK(g.device() == p.device(), op, ": grads[", i, "] is on ", g.device(),
@@ -55,20 +56,34 @@ inline void check_tensor_lists(const char* op, at::TensorList params, at::Tensor
                 ", its param is ", p.scalar_type());
     TORCH_CHECK(g.numel() == p.numel() && g.sizes() == p.sizes(), op, ": grads[", i,
                 "] has shape ", g.sizes(), ", its param ", p.sizes());
-    TORCH_CHECK(g.is_contiguous(), op, ": grads[", i, "] must be contiguous");
+    TORCH_CHECK(same_layout(g, p), op, ": grads[", i, "] has strides ", g.strides(), " but params[", i,
+                "] has strides ", p.strides(), "; a gradient must share its parameter's layout");
     for (size_t b = 0; b < buffers.size(); ++b) {
       const at::Tensor& t = buffers[b][i];
       TORCH_CHECK(t.device() == p.device() && t.scalar_type() == p.scalar_type() &&
-                      t.sizes() == p.sizes() && t.is_contiguous(),
-                  op, ": ", buffer_names[b], "[", i, "] must be a contiguous ", p.scalar_type(),
+                      t.sizes() == p.sizes(),
+                  op, ": ", buffer_names[b], "[", i, "] must be a ", p.scalar_type(),
                   " tensor of shape ", p.sizes(), " on ", p.device(), ", got ", t.scalar_type(),
                   " ", t.sizes(), " on ", t.device());
+      TORCH_CHECK(same_layout(t, p), op, ": ", buffer_names[b], "[", i, "] has strides ", t.strides(),
+                  " but params[", i, "] has strides ", p.strides(), "; a buffer must share its "
+                  "parameter's layout");
     }
     TORCH_CHECK(ids[i] >= 0 && ids[i] <= 0xFFFFFFFFll, op, ": param_ids[", i,
                 "] must be in [0, 2**32), got ", ids[i]);
     TORCH_CHECK(steps[i] >= 0 && steps[i] <= 0xFFFFFFFFll, op, ": steps[", i,
                 "] must be in [0, 2**32), got ", steps[i]);
   }
+  if (!overlap) return;
+  std::vector<at::TensorList> lists{params, grads};
+  std::vector<const char*> names{"params", "grads"};
+  std::vector<bool> written{true, false};
+  for (size_t b = 0; b < buffers.size(); ++b) {
+    lists.push_back(buffers[b]);
+    names.push_back(buffer_names[b]);
+    written.push_back(true);
+  }
+  check_no_overlap(op, lists, names, written);
 }
 
 inline void check_hyper(const char* op, const SamplerHyper& h, bool has_momentum, bool is_psgld) {
@@ -99,6 +114,13 @@ inline void check_amp(const char* op, const at::Device& device,
                 " must be a one-element float32 tensor, got ", v.scalar_type(), " ", v.sizes());
     TORCH_CHECK(v.device() == device, op, ": ", name, " is on ", v.device(), ", params on ", device);
   }
+  // The scale divides the gradients: 0, negative or non-finite would flip or
+  // destroy the parameters. Read where it costs no device sync (CPU); a CUDA
+  // scale comes from GradScaler and is not read back on the host.
+  if (grad_scale.has_value() && grad_scale->device().is_cpu()) {
+    const float s = grad_scale->item<float>();
+    TORCH_CHECK(std::isfinite(s) && s > 0, op, ": grad_scale must be a finite number > 0, got ", s);
+  }
 }
 
 // Global element index of a tensor's first element (a shard of a larger
@@ -114,14 +136,14 @@ inline bool check_sampler_call(char kind, const char* op, at::TensorList params,
                                at::IntArrayRef steps, const SamplerHyper& h,
                                const c10::optional<at::Tensor>& grad_scale,
                                const c10::optional<at::Tensor>& found_inf,
-                               at::OptionalIntArrayRef offsets) {
+                               at::OptionalIntArrayRef offsets, bool overlap = true) {
   std::vector<at::TensorList> buffers;
   std::vector<const char*> names;
   if (kind != 'l') {
     buffers.push_back(bufs);
     names.push_back(kind == 'h' ? "momentum_buffers" : "square_avgs");
   }
-  check_tensor_lists(op, params, grads, buffers, names, ids, steps);
+  check_tensor_lists(op, params, grads, buffers, names, ids, steps, overlap);
   check_hyper(op, h, kind == 'h', kind == 'p');
   if (offsets.has_value()) {
     TORCH_CHECK(offsets->size() == params.size(), op, ": offsets has ", offsets->size(),

@@ -9,6 +9,7 @@ Half-precision parameters are updated in float32, as in the kernels.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .. import ops
@@ -19,9 +20,21 @@ def _acc(t: torch.Tensor) -> torch.Tensor:
     return t if t.dtype in (torch.float32, torch.float64) else t.float()
 
 
+def _sqrt(x: torch.Tensor) -> torch.Tensor:
+    """The correctly rounded square root the kernels use (sqrtf / sqrt). On the
+    CPU torch.sqrt runs MKL's vector sqrt, which is not correctly rounded (about
+    1 in 5 float32 results are 1 ulp off), so the CPU path takes numpy's."""
+    if x.device.type == "cpu":
+        return torch.from_numpy(np.sqrt(x.numpy()))
+    return x.sqrt()
+
+
 def _noise(p, seed, pid, step, offset):
+    """Element k of the stream goes to the k-th element of p in memory (the
+    kernels stream any dense layout, e.g. channels_last, in memory order)."""
     z = ops.philox_normal(seed, p.numel(), offset=offset, stream=pid, step=step, device=p.device)
-    return z.view(p.shape).to(torch.float64 if p.dtype == torch.float64 else torch.float32)
+    z = z.as_strided(p.shape, p.stride()) if p.numel() > 1 else z.view(p.shape)
+    return z.to(torch.float64 if p.dtype == torch.float64 else torch.float32)
 
 
 def _effective_grad(p, g, h, inv_scale):
@@ -63,8 +76,9 @@ def step_reference(kind, params, grads, buffers, param_ids, steps, h, seed, grad
             alpha = h["alpha"]
             v = _acc(buffers[i]) * alpha + (g * (1.0 - alpha)) * g
             buffers[i].copy_(v)
-            avg = v.sqrt() + h["eps"]
+            avg = _sqrt(v) + h["eps"]
             upd = (g / avg) * h["lr"]
             if z is not None:
-                upd = upd + (coef / avg).sqrt() * z
+                # a tensor numerator: `coef / avg` would run as avg.reciprocal() * coef (1 ulp off)
+                upd = upd + _sqrt(torch.full_like(avg, coef).div_(avg)) * z
             p.copy_(theta - upd)
