@@ -12,8 +12,9 @@ namespace cuda {
 
 struct SamplerLaunch {
   char kind;              // 'l' SGLD, 'h' SGHMC, 'p' pSGLD
-  double lr, weight_decay, momentum, eps, one_minus_alpha, noise;  // see sampler_math.h
+  double lr, weight_decay, momentum, eps, one_minus_alpha, noise, avg_floor;  // see sampler_math.h
   bool maximize;
+  bool stochastic_rounding;  // float16/bfloat16 results rounded stochastically (sampler_math.h)
   uint64_t seed;
   const float* grad_scale;  // nullptr: gradients are not scaled
   const float* found_inf;   // nullptr or device flag: non-zero -> the kernel changes nothing

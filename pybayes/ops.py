@@ -106,25 +106,53 @@ def philox_normal(seed: int, n: int, *, offset: int = 0, stream: int = 0, step: 
     return out
 
 
+ROUNDING_INDEX0 = 1 << 63  # csrc/sampler_math.h, kRoundingIndex0
+
+
+def philox_rounding_uint32(seed: int, n: int, *, offset: int = 0, stream: int = 0, step: int = 0,
+                           device="cpu") -> torch.Tensor:
+    """The stochastic-rounding words of elements ``[offset, offset+n)`` of a
+    stream, as uint32 in an int64 tensor: element ``i``'s word is element
+    ``2**63 + i`` of the Philox stream ``(seed, stream, step)`` (word ``i % 4``
+    of the block with counter ``(2**61 + i // 4, stream, step)``), a half of
+    the stream the Gaussian noise never reaches (its indices are below 2**63).
+    A 16-bit parameter's element is rounded with the low 16 bits, its state
+    buffer's (momentum, square average) with the high 16 bits. Computed with
+    the raw block function :func:`philox4x32` (the reference path's source)."""
+    _check_stream(n, offset, stream, step)
+    n, offset = int(n), int(offset)
+    first = offset // 4
+    blocks = (offset + n + 3) // 4 - first
+    j = torch.arange(blocks, dtype=torch.int64) + (first + (ROUNDING_INDEX0 >> 2))
+    s = int(seed) % _U64
+    counters = torch.stack([j & 0xFFFFFFFF, j >> 32, torch.full_like(j, int(stream)),
+                            torch.full_like(j, int(step))], dim=1)
+    words = philox4x32(counters, [s & 0xFFFFFFFF, s >> 32]).reshape(-1)
+    lo = offset - 4 * first
+    return words[lo:lo + n].to(device)
+
+
 # ---------------------------------------------------------------------------
 # Fused samplers (DESIGN.md §3); the optimizers in pybayes.optim call these.
 
 @torch.library.register_fake("pybayes::sgld_")
 def _sgld_fake(params, grads, param_ids, steps, lr, weight_decay, temperature, num_data, seed,
-               maximize, grad_scale=None, found_inf=None, offsets=None):
+               maximize, grad_scale=None, found_inf=None, offsets=None, stochastic_rounding=False):
     _refuse_mixed_meta("sgld_", params=params, grads=grads, grad_scale=grad_scale, found_inf=found_inf)
 
 
 @torch.library.register_fake("pybayes::sghmc_")
 def _sghmc_fake(params, grads, momentum_buffers, param_ids, steps, lr, momentum, weight_decay,
-                temperature, num_data, seed, maximize, grad_scale=None, found_inf=None, offsets=None):
+                temperature, num_data, seed, maximize, grad_scale=None, found_inf=None, offsets=None,
+                stochastic_rounding=False):
     _refuse_mixed_meta("sghmc_", params=params, grads=grads, momentum_buffers=momentum_buffers,
                        grad_scale=grad_scale, found_inf=found_inf)
 
 
 @torch.library.register_fake("pybayes::psgld_")
 def _psgld_fake(params, grads, square_avgs, param_ids, steps, lr, alpha, eps, weight_decay,
-                temperature, num_data, seed, maximize, grad_scale=None, found_inf=None, offsets=None):
+                temperature, num_data, seed, maximize, grad_scale=None, found_inf=None, offsets=None,
+                stochastic_rounding=False, noise_bound=0.5):
     _refuse_mixed_meta("psgld_", params=params, grads=grads, square_avgs=square_avgs,
                        grad_scale=grad_scale, found_inf=found_inf)
 

@@ -18,7 +18,7 @@ from pybayes import ops
 from pybayes.optim import PSGLD, SGHMC, SGLD
 
 from conftest import requires_cuda
-from sampler_cases import KINDS, call_op, clone_all, hyper, make_tensors
+from sampler_cases import KINDS, call_op, clone_all, hyper, make_tensors, run_both
 
 pytestmark = requires_cuda
 
@@ -248,3 +248,46 @@ def test_cuda_graph_capture_of_step(name):
     loss_fn(twin(x), y).backward()
     twin_opt.step()
     assert torch.equal(flat(model), flat(twin))
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("flags", [{}, dict(temperature=0.0), dict(maximize=True)], ids=str)
+def test_stochastic_rounding_bitwise(kind, dtype, flags):
+    # issue 15: the rounding words (element 2^63 + i of the stream) and the
+    # rounding arithmetic (csrc/sampler_math.h) are the same on both sides
+    sizes = [1, 3, 4, 5, 4097, 70001]
+    params, grads, bufs = make_tensors(sizes, dtype, kind=kind)
+    ids = list(range(3, 3 + len(sizes)))
+    steps = [0, 1, 2, 2**31, 5, 9]
+    h = hyper(kind, stochastic_rounding=True, **flags)
+    cpu, cuda = step_both(kind, params, grads, bufs, ids, steps, h, 77)
+    assert_bitwise(cpu, cuda)
+    # shards whose offset is not a multiple of 4 (two Philox blocks per thread)
+    cpu, cuda = step_both(kind, params, grads, bufs, ids, steps, h, 77, offsets=[1, 2, 3, 5, 4098, 2**33 + 3])
+    assert_bitwise(cpu, cuda)
+    # the reference path on CUDA draws the same words
+    (pf, bf), (pr, br) = run_both(kind, [4097, 5], dtype, h, device="cuda")
+    assert_bitwise(pf + (bf if kind != "l" else []), pr + (br if kind != "l" else []))
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_bf16_model_with_stochastic_rounding_matches_cpu(name):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3)).bfloat16()
+    mc, mg = copy.deepcopy(model), copy.deepcopy(model).cuda()
+    oc, og = SAMPLERS[name](mc.parameters(), seed=2), SAMPLERS[name](mg.parameters(), seed=2)
+    assert oc.param_groups[0]["stochastic_rounding"] is True
+    g = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        x, y = torch.randn(32, 8, generator=g).bfloat16(), torch.randint(0, 3, (32,), generator=g)
+        for m, o, dev in ((mc, oc, "cpu"), (mg, og, "cuda")):
+            o.zero_grad()
+            nn.functional.cross_entropy(m(x.to(dev)).float(), y.to(dev)).backward()
+            # the forward/backward differ between devices: feed both the CPU gradients
+            if dev == "cuda":
+                for pc, pg in zip(mc.parameters(), mg.parameters()):
+                    pg.grad.copy_(pc.grad)
+            o.step()
+        for a, b in zip(mc.parameters(), mg.parameters()):
+            assert torch.equal(a, b.cpu())

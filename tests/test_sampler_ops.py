@@ -9,7 +9,7 @@ from pybayes import ops
 from pybayes.optim._reference import step_reference
 
 from conftest import requires_cuda
-from sampler_cases import KINDS, call_op, clone_all, hyper, make_tensors, run_both
+from sampler_cases import KINDS, call_op, clone_all, hyper, make_tensors, op_args, run_both
 
 # fused vs reference: the same float operations in the same order (half types
 # computed in float32, rounded to nearest), so every dtype is bitwise equal; a
@@ -123,18 +123,9 @@ def test_bitwise_identical_for_any_thread_count_and_grouping(kind, threads):
 
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_opcheck(kind):
-    h = hyper(kind)
     params, grads, bufs = make_tensors([33, 4097], torch.float32, kind=kind)
-    op = getattr(torch.ops.pybayes, KINDS[kind])
-    s = 11
-    tail = (h["weight_decay"], h["temperature"], h["num_data"], s, h["maximize"], None, None, [0, 5])
-    if kind == "l":
-        args = (params, grads, [0, 1], [0, 0], h["lr"], *tail)
-    elif kind == "h":
-        args = (params, grads, bufs, [0, 1], [0, 0], h["lr"], h["momentum"], *tail)
-    else:
-        args = (params, grads, bufs, [0, 1], [0, 0], h["lr"], h["alpha"], h["eps"], *tail)
-    torch.library.opcheck(op, args)
+    torch.library.opcheck(*op_args(kind, params, grads, bufs, [0, 1], [0, 0], hyper(kind), 11,
+                                   offsets=[0, 5]))
 
 
 BAD = [

@@ -8,6 +8,7 @@
 #include <c10/util/irange.h>
 
 #include <cmath>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -20,6 +21,8 @@ namespace ops {
 struct SamplerHyper {
   double lr, weight_decay, momentum, eps, temperature, num_data;
   bool maximize;
+  // pSGLD: one step's noise <= noise_bound * lr / sqrt(1 - alpha); inf: no bound
+  double noise_bound = std::numeric_limits<double>::infinity();
 };
 
 inline bool is_supported_float(at::ScalarType t) {
@@ -99,6 +102,8 @@ inline void check_hyper(const char* op, const SamplerHyper& h, bool has_momentum
                 h.momentum);
   if (is_psgld) {
     TORCH_CHECK(h.momentum >= 0 && h.momentum < 1, op, ": alpha must be in [0, 1), got ", h.momentum);
+    TORCH_CHECK(h.noise_bound > 0, op, ": noise_bound must be > 0 (or None: no bound), got ",
+                h.noise_bound);
     TORCH_CHECK(std::isfinite(h.eps) && h.eps > 0, op, ": eps must be > 0, got ", h.eps);
   }
 }
@@ -156,6 +161,15 @@ inline bool check_sampler_call(char kind, const char* op, at::TensorList params,
   return true;
 }
 
+// pSGLD's lower bound of the preconditioner's denominator (sampler_math.h,
+// psgld_element): 2 T (1 - alpha) / (lr N b^2) for noise_bound b at T > 0,
+// lr > 0; 0 otherwise (and for b = inf: no bound).
+inline double psgld_avg_floor(const SamplerHyper& h, char kind) {
+  const double b = h.noise_bound;
+  if (kind != 'p' || !(h.temperature > 0) || !(h.lr > 0) || !(b > 0) || std::isinf(b)) return 0.0;
+  return 2.0 * h.temperature * (1.0 - h.momentum) / (h.lr * h.num_data * b * b);
+}
+
 // Per-element coefficients; `noise` depends on the sampler (sampler_math.h).
 template <typename acc_t>
 SamplerCoefs<acc_t> make_coefs(const SamplerHyper& h, char kind) {
@@ -175,6 +189,7 @@ SamplerCoefs<acc_t> make_coefs(const SamplerHyper& h, char kind) {
     if (kind == 'p') noise = 2.0 * h.lr * h.temperature / h.num_data;
   }
   c.noise = static_cast<acc_t>(noise);
+  c.avg_floor = static_cast<acc_t>(psgld_avg_floor(h, kind));
   return c;
 }
 

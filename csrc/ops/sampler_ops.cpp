@@ -64,10 +64,22 @@ void for_each_tile(at::TensorList params, Fn fn) {
   });
 }
 
-// One chunk of one tensor: draw its normals (if any), then one pass of the
-// sampler's element rule in acc_t. The flags that are uniform over a call
-// (weight decay, noise) are branches the compiler hoists out of the loop.
-template <char Kind, typename T>
+// Stochastic rounding of a float result to the 16-bit storage type T
+// (sampler_math.h); only instantiated for float16 and bfloat16.
+template <typename T>
+constexpr bool is_16bit_v = std::is_same<T, at::Half>::value || std::is_same<T, at::BFloat16>::value;
+
+template <typename T>
+float round16(float x, uint32_t r) {
+  if constexpr (std::is_same<T, at::BFloat16>::value) return round_stochastic_bf16(x, r);
+  else return round_stochastic_fp16(x, r);
+}
+
+// One chunk of one tensor: draw its normals (if any) and, with stochastic
+// rounding, its rounding words, then one pass of the sampler's element rule
+// in acc_t. The flags that are uniform over a call (weight decay, noise) are
+// branches the compiler hoists out of the loop.
+template <char Kind, typename T, bool SR>
 void run_chunk(const PhiloxStream& s, bool noisy, int64_t offset, int64_t c, int64_t numel,
                T* __restrict p,
                const T* __restrict g, T* __restrict buf, acc_type_t<T> gmul,
@@ -83,6 +95,15 @@ void run_chunk(const PhiloxStream& s, bool noisy, int64_t offset, int64_t c, int
   } else {
     std::fill(z, z + kNoiseChunk, 0.0f);
   }
+  alignas(64) uint32_t r[SR ? kNoiseChunk : 1];
+  if constexpr (SR) {
+    // element 2^63 + i of the same stream (sampler_math.h, kRoundingIndex0)
+    const uint64_t e0 = kRoundingIndex0 + static_cast<uint64_t>(offset + b);
+    if (offset == 0)
+      uint32_chunk(s, e0 / kNoiseChunk, r);
+    else
+      uint32_range(s, e0, e0 + static_cast<uint64_t>(n), r);
+  }
   p += b;
   g += b;
   if (Kind != 'l') buf += b;
@@ -90,14 +111,16 @@ void run_chunk(const PhiloxStream& s, bool noisy, int64_t offset, int64_t c, int
     acc_t pi = static_cast<acc_t>(p[i]);
     const acc_t gi = effective_grad(pi, static_cast<acc_t>(g[i]), gmul, k);
     const acc_t zi = static_cast<acc_t>(z[i]);
-    if (Kind == 'l') {
-      p[i] = static_cast<T>(sgld_element(pi, gi, zi, k));
+    acc_t bi = Kind != 'l' ? static_cast<acc_t>(buf[i]) : acc_t(0);
+    if (Kind == 'l') pi = sgld_element(pi, gi, zi, k);
+    if (Kind == 'h') sghmc_element(pi, bi, gi, zi, k);
+    if (Kind == 'p') psgld_element(pi, bi, gi, zi, k);
+    if constexpr (SR) {
+      p[i] = static_cast<T>(round16<T>(pi, r[i]));
+      if (Kind != 'l') buf[i] = static_cast<T>(round16<T>(bi, r[i] >> 16));
     } else {
-      acc_t bi = static_cast<acc_t>(buf[i]);
-      if (Kind == 'h') sghmc_element(pi, bi, gi, zi, k);
-      if (Kind == 'p') psgld_element(pi, bi, gi, zi, k);
       p[i] = static_cast<T>(pi);
-      buf[i] = static_cast<T>(bi);
+      if (Kind != 'l') buf[i] = static_cast<T>(bi);
     }
   }
 }
@@ -106,7 +129,8 @@ template <char Kind>
 void sampler_step_cpu(const char* op, at::TensorList params, at::TensorList grads,
                       at::TensorList bufs, at::IntArrayRef ids, at::IntArrayRef steps,
                       const SamplerHyper& h, int64_t seed, const OptTensor& grad_scale,
-                      const OptTensor& found_inf, at::OptionalIntArrayRef offsets) {
+                      const OptTensor& found_inf, at::OptionalIntArrayRef offsets,
+                      bool stochastic_rounding) {
   if (!check_sampler_call(Kind, op, params, grads, bufs, ids, steps, h, grad_scale, found_inf,
                           offsets))
     return;
@@ -126,8 +150,16 @@ void sampler_step_cpu(const char* op, at::TensorList params, at::TensorList grad
       scalar_t* p = pt.data_ptr<scalar_t>();
       const scalar_t* g = grads[t].data_ptr<scalar_t>();
       scalar_t* buf = Kind == 'l' ? nullptr : bufs[t].data_ptr<scalar_t>();
+      const int64_t offset = offset_of(offsets, t);
+      if constexpr (is_16bit_v<scalar_t>) {
+        if (stochastic_rounding) {
+          for (int64_t c = c0; c < c1; ++c)
+            run_chunk<Kind, scalar_t, true>(s, noisy, offset, c, pt.numel(), p, g, buf, gmul, k);
+          return;
+        }
+      }
       for (int64_t c = c0; c < c1; ++c)
-        run_chunk<Kind, scalar_t>(s, noisy, offset_of(offsets, t), c, pt.numel(), p, g, buf, gmul, k);
+        run_chunk<Kind, scalar_t, false>(s, noisy, offset, c, pt.numel(), p, g, buf, gmul, k);
     });
   });
 }
@@ -135,28 +167,32 @@ void sampler_step_cpu(const char* op, at::TensorList params, at::TensorList grad
 void sgld_cpu(at::TensorList params, at::TensorList grads, at::IntArrayRef ids,
               at::IntArrayRef steps, double lr, double weight_decay, double temperature,
               double num_data, int64_t seed, bool maximize, const OptTensor& grad_scale,
-              const OptTensor& found_inf, at::OptionalIntArrayRef offsets) {
+              const OptTensor& found_inf, at::OptionalIntArrayRef offsets, bool stochastic_rounding) {
   const SamplerHyper h{lr, weight_decay, 0.0, 0.0, temperature, num_data, maximize};
-  sampler_step_cpu<'l'>("sgld_", params, grads, {}, ids, steps, h, seed, grad_scale, found_inf, offsets);
+  sampler_step_cpu<'l'>("sgld_", params, grads, {}, ids, steps, h, seed, grad_scale, found_inf, offsets,
+                        stochastic_rounding);
 }
 
 void sghmc_cpu(at::TensorList params, at::TensorList grads, at::TensorList bufs,
                at::IntArrayRef ids, at::IntArrayRef steps, double lr, double momentum,
                double weight_decay, double temperature, double num_data, int64_t seed,
                bool maximize, const OptTensor& grad_scale, const OptTensor& found_inf,
-               at::OptionalIntArrayRef offsets) {
+               at::OptionalIntArrayRef offsets, bool stochastic_rounding) {
   const SamplerHyper h{lr, weight_decay, momentum, 0.0, temperature, num_data, maximize};
-  sampler_step_cpu<'h'>("sghmc_", params, grads, bufs, ids, steps, h, seed, grad_scale, found_inf, offsets);
+  sampler_step_cpu<'h'>("sghmc_", params, grads, bufs, ids, steps, h, seed, grad_scale, found_inf, offsets,
+                        stochastic_rounding);
 }
 
 void psgld_cpu(at::TensorList params, at::TensorList grads, at::TensorList square_avgs,
                at::IntArrayRef ids, at::IntArrayRef steps, double lr, double alpha, double eps,
                double weight_decay, double temperature, double num_data, int64_t seed,
                bool maximize, const OptTensor& grad_scale, const OptTensor& found_inf,
-               at::OptionalIntArrayRef offsets) {
-  const SamplerHyper h{lr, weight_decay, alpha, eps, temperature, num_data, maximize};
+               at::OptionalIntArrayRef offsets, bool stochastic_rounding,
+               c10::optional<double> noise_bound) {
+  const SamplerHyper h{lr, weight_decay, alpha, eps, temperature, num_data, maximize,
+                       noise_bound.value_or(std::numeric_limits<double>::infinity())};
   sampler_step_cpu<'p'>("psgld_", params, grads, square_avgs, ids, steps, h, seed, grad_scale,
-                   found_inf, offsets);
+                        found_inf, offsets, stochastic_rounding);
 }
 
 }  // namespace
@@ -165,17 +201,18 @@ TORCH_LIBRARY_FRAGMENT(pybayes, m) {
   m.def(
       "sgld_(Tensor(a!)[] params, Tensor[] grads, int[] param_ids, int[] steps, float lr, "
       "float weight_decay, float temperature, float num_data, int seed, bool maximize, "
-      "Tensor? grad_scale=None, Tensor? found_inf=None, int[]? offsets=None) -> ()");
+      "Tensor? grad_scale=None, Tensor? found_inf=None, int[]? offsets=None, bool stochastic_rounding=False) -> ()");
   m.def(
       "sghmc_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] momentum_buffers, "
       "int[] param_ids, int[] steps, float lr, float momentum, float weight_decay, "
       "float temperature, float num_data, int seed, bool maximize, Tensor? grad_scale=None, "
-      "Tensor? found_inf=None, int[]? offsets=None) -> ()");
+      "Tensor? found_inf=None, int[]? offsets=None, bool stochastic_rounding=False) -> ()");
   m.def(
       "psgld_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] square_avgs, int[] param_ids, "
       "int[] steps, float lr, float alpha, float eps, float weight_decay, float temperature, "
       "float num_data, int seed, bool maximize, Tensor? grad_scale=None, "
-      "Tensor? found_inf=None, int[]? offsets=None) -> ()");
+      "Tensor? found_inf=None, int[]? offsets=None, bool stochastic_rounding=False, "
+      "float? noise_bound=0.5) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(pybayes, CPU, m) {

@@ -121,6 +121,9 @@ class SamplerBase(Optimizer):
             raise TypeError(f"maximize must be a bool, got {group['maximize']!r}")
         V.check_seed(group["seed"])
         V.check_fused(group["fused"])
+        sr = group.setdefault("stochastic_rounding", True)  # absent from older state_dicts
+        if not isinstance(sr, bool):
+            raise TypeError(f"stochastic_rounding must be a bool, got {sr!r}")
 
     # -- param groups and stable parameter ids -----------------------------
     def add_param_group(self, param_group: Dict[str, Any]) -> None:
@@ -243,6 +246,7 @@ class SamplerBase(Optimizer):
         h = {k: _value(group[k]) if group[k] is not None else None for k in self._hyper}
         h["num_data"] = 1.0 if h["num_data"] is None else h["num_data"]
         h["maximize"] = group["maximize"]
+        h["stochastic_rounding"] = group["stochastic_rounding"]
         return h
 
     @torch.no_grad()

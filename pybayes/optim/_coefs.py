@@ -17,3 +17,16 @@ def noise_coefficient(kind: str, h: dict) -> float:
     if kind == "h":
         return math.sqrt(2.0 * (1.0 - float(h["momentum"])) * temperature / (lr * n))
     return 2.0 * lr * temperature / n
+
+
+def psgld_avg_floor(h: dict) -> float:
+    """pSGLD's lower bound of sqrt(v) + eps (csrc/ops/sampler_args.h):
+    2 T (1 - alpha) / (lr N b²) for b = noise_bound when T > 0 and lr > 0,
+    else 0 (b None or inf: no bound), so that one step's noise never exceeds
+    b lr / sqrt(1 - alpha)."""
+    lr, temperature = float(h["lr"]), float(h["temperature"])
+    b = h.get("noise_bound")
+    if temperature <= 0 or lr <= 0 or b is None or math.isinf(float(b)):
+        return 0.0
+    b = float(b)
+    return 2.0 * temperature * (1.0 - float(h["alpha"])) / (lr * float(h["num_data"]) * b * b)

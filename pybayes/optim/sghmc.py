@@ -29,9 +29,10 @@ class SGHMC(SamplerBase):
     _hyper = ("lr", "temperature", "num_data", "weight_decay", "momentum")
 
     def __init__(self, params, lr=1e-3, momentum=0.9, *, num_data=None, temperature=1.0,
-                 weight_decay=0.0, seed=None, maximize=False, fused=None):
+                 weight_decay=0.0, seed=None, maximize=False, stochastic_rounding=True, fused=None):
         defaults = dict(lr=lr, momentum=momentum, num_data=num_data, temperature=temperature,
-                        weight_decay=weight_decay, maximize=maximize)
+                        weight_decay=weight_decay, maximize=maximize,
+                        stochastic_rounding=stochastic_rounding)
         super().__init__(params, defaults, seed, fused)
 
     def _check_group(self, group):
@@ -43,4 +44,5 @@ class SGHMC(SamplerBase):
     def _fused_op(self, params, grads, bufs, ids, steps, h, seed, grad_scale, found_inf, offsets):
         torch.ops.pybayes.sghmc_(params, grads, bufs, ids, steps, h["lr"], h["momentum"],
                                  h["weight_decay"], h["temperature"], h["num_data"],
-                                 ops.seed_to_int64(seed), h["maximize"], grad_scale, found_inf, offsets)
+                                 ops.seed_to_int64(seed), h["maximize"], grad_scale, found_inf, offsets,
+                                 h["stochastic_rounding"])

@@ -27,6 +27,10 @@ class SGLD(SamplerBase):
         seed: the noise seed (``None``: drawn once from torch's default generator,
             broadcast from rank 0 under torch.distributed).
         maximize: ascend instead of descend.
+        stochastic_rounding: store float16/bfloat16 parameters and state
+            buffers with stochastic rounding (unbiased; random bits from the
+            parameter's own Philox stream, README "Randomness"); no effect on
+            float32/float64. ``False``: round to nearest.
         fused: ``None`` uses the fused kernel wherever one exists, ``False`` the
             plain-PyTorch reference path (same noise, same trajectory).
     """
@@ -35,12 +39,14 @@ class SGLD(SamplerBase):
     _buffer = None
 
     def __init__(self, params, lr=1e-3, *, num_data=None, temperature=1.0, weight_decay=0.0,
-                 seed=None, maximize=False, fused=None):
+                 seed=None, maximize=False, stochastic_rounding=True, fused=None):
         defaults = dict(lr=lr, num_data=num_data, temperature=temperature,
-                        weight_decay=weight_decay, maximize=maximize)
+                        weight_decay=weight_decay, maximize=maximize,
+                        stochastic_rounding=stochastic_rounding)
         super().__init__(params, defaults, seed, fused)
 
     def _fused_op(self, params, grads, bufs, ids, steps, h, seed, grad_scale, found_inf, offsets):
         torch.ops.pybayes.sgld_(params, grads, ids, steps, h["lr"], h["weight_decay"],
                                 h["temperature"], h["num_data"], ops.seed_to_int64(seed),
-                                h["maximize"], grad_scale, found_inf, offsets)
+                                h["maximize"], grad_scale, found_inf, offsets,
+                                h["stochastic_rounding"])

@@ -19,7 +19,8 @@ using OptTensor = c10::optional<at::Tensor>;
 void sampler_step_cuda(char kind, const char* op, at::TensorList params, at::TensorList grads,
                        at::TensorList bufs, at::IntArrayRef ids, at::IntArrayRef steps,
                        const SamplerHyper& h, int64_t seed, const OptTensor& grad_scale,
-                       const OptTensor& found_inf, at::OptionalIntArrayRef offsets) {
+                       const OptTensor& found_inf, at::OptionalIntArrayRef offsets,
+                       bool stochastic_rounding) {
   if (!check_sampler_call(kind, op, params, grads, bufs, ids, steps, h, grad_scale, found_inf,
                           offsets))
     return;
@@ -34,7 +35,9 @@ void sampler_step_cuda(char kind, const char* op, at::TensorList params, at::Ten
   a.eps = c.eps;
   a.one_minus_alpha = c.one_minus_alpha;
   a.noise = (h.temperature > 0 && h.lr > 0) ? c.noise : 0.0;
+  a.avg_floor = c.avg_floor;
   a.maximize = h.maximize;
+  a.stochastic_rounding = stochastic_rounding;
   a.seed = static_cast<uint64_t>(seed);
   a.grad_scale = grad_scale.has_value() ? grad_scale->data_ptr<float>() : nullptr;
   a.found_inf = found_inf.has_value() ? found_inf->data_ptr<float>() : nullptr;
@@ -63,28 +66,33 @@ void sampler_step_cuda(char kind, const char* op, at::TensorList params, at::Ten
 void sgld_cuda(at::TensorList params, at::TensorList grads, at::IntArrayRef ids,
                at::IntArrayRef steps, double lr, double weight_decay, double temperature,
                double num_data, int64_t seed, bool maximize, const OptTensor& grad_scale,
-               const OptTensor& found_inf, at::OptionalIntArrayRef offsets) {
+               const OptTensor& found_inf, at::OptionalIntArrayRef offsets, bool stochastic_rounding) {
   const SamplerHyper h{lr, weight_decay, 0.0, 0.0, temperature, num_data, maximize};
-  sampler_step_cuda('l', "sgld_", params, grads, {}, ids, steps, h, seed, grad_scale, found_inf, offsets);
+  sampler_step_cuda('l', "sgld_", params, grads, {}, ids, steps, h, seed, grad_scale, found_inf, offsets,
+                    stochastic_rounding);
 }
 
 void sghmc_cuda(at::TensorList params, at::TensorList grads, at::TensorList bufs,
                 at::IntArrayRef ids, at::IntArrayRef steps, double lr, double momentum,
                 double weight_decay, double temperature, double num_data, int64_t seed,
                 bool maximize, const OptTensor& grad_scale, const OptTensor& found_inf,
-                at::OptionalIntArrayRef offsets) {
+                at::OptionalIntArrayRef offsets, bool stochastic_rounding) {
   const SamplerHyper h{lr, weight_decay, momentum, 0.0, temperature, num_data, maximize};
-  sampler_step_cuda('h', "sghmc_", params, grads, bufs, ids, steps, h, seed, grad_scale, found_inf, offsets);
+  sampler_step_cuda('h', "sghmc_", params, grads, bufs, ids, steps, h, seed, grad_scale, found_inf, offsets,
+                    stochastic_rounding);
 }
 
 void psgld_cuda(at::TensorList params, at::TensorList grads, at::TensorList square_avgs,
                 at::IntArrayRef ids, at::IntArrayRef steps, double lr, double alpha, double eps,
                 double weight_decay, double temperature, double num_data, int64_t seed,
                 bool maximize, const OptTensor& grad_scale, const OptTensor& found_inf,
-                at::OptionalIntArrayRef offsets) {
-  const SamplerHyper h{lr, weight_decay, alpha, eps, temperature, num_data, maximize};
+                at::OptionalIntArrayRef offsets, bool stochastic_rounding,
+                c10::optional<double> noise_bound) {
+  const SamplerHyper h{lr, weight_decay, alpha, eps, temperature, num_data, maximize,
+                       noise_bound.value_or(std::numeric_limits<double>::infinity())};
   sampler_step_cuda('p', "psgld_", params, grads, square_avgs, ids, steps, h, seed, grad_scale,
-                    found_inf, offsets);
+                    found_inf, offsets,
+                    stochastic_rounding);
 }
 
 }  // namespace
