@@ -323,3 +323,19 @@ def test_bf16_small_steps_keep_the_mean_only_with_stochastic_rounding():
     bias = 2 * SD * (1 - lrp) ** steps
     assert abs(sr.mean().item() - MEAN) < 5 * se + bias, (sr.mean().item(), se)
     assert 5 * se < 0.5 * SD  # the test resolves the rounding-to-nearest failure by far
+
+
+@pytest.mark.parametrize("cls", [SGLD, SGHMC, PSGLD])
+def test_channels_last_parameters_round_in_memory_order(cls):
+    # the kernels stream any dense layout in memory order; word k rounds the k-th element in memory
+    outs = []
+    for fused in (None, False):
+        g = torch.Generator().manual_seed(0)
+        q = torch.randn(2, 3, 4, 5, generator=g).bfloat16().to(memory_format=torch.channels_last).requires_grad_()
+        o = cls([q], lr=1e-2, num_data=10, seed=4, fused=fused)
+        for _ in range(3):
+            q.grad = (q.detach().float() * 0.5).bfloat16().to(memory_format=torch.channels_last)
+            o.step()
+        outs.append(q.detach())
+    assert not outs[0].is_contiguous()
+    assert torch.equal(outs[0], outs[1])
